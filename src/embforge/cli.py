@@ -1,0 +1,89 @@
+"""The ``embforge`` entry point: one subcommand per module in ``embforge.commands``.
+
+Every subcommand's flags are generated from its Config dataclass, so ``--help``, YAML files and
+the Python API agree on names and defaults. User errors print one line and exit 2; ``--debug``
+shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .config import add_arguments, build_config
+from .errors import EmbforgeError
+
+# name -> (module, takes an optional YAML config as its first positional argument)
+COMMANDS: dict[str, tuple[str, bool]] = {
+    "encode": ("embforge.commands.encode", False),
+}
+
+
+def _load(name: str):
+    return importlib.import_module(COMMANDS[name][0])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="embforge",
+        description="Train, fine-tune, compress, evaluate and ship embedding models.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"embforge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, takes_yaml) in COMMANDS.items():
+        module = _load(name)
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        if takes_yaml:
+            p.add_argument("config", nargs="?", help="YAML config; flags given on the command line win.")
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="Show full tracebacks for errors.")
+        add_arguments(p, module.Config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 0
+    debug = getattr(args, "debug", False)
+    module = _load(args.command)
+    try:
+        _quiet_libraries()
+        cfg = build_config(module.Config, args, getattr(args, "config", None))
+        module.run(cfg)
+    except EmbforgeError as exc:
+        if debug:
+            raise
+        print(f"embforge {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"embforge {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _quiet_libraries() -> None:
+    """Keep the user's terminal for embforge's own progress bars and results."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*TRANSFORMERS_CACHE.*")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""Typed configs shared by the CLI, YAML files and the Python API.
+
+Each command has one dataclass. A field's default, help text and reference-spelling aliases live in
+its metadata, so ``--help``, the YAML loader and the API all read the same source of truth.
+Precedence: dataclass defaults < YAML file < command-line flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from .errors import EmbforgeError
+
+T = TypeVar("T")
+
+
+def option(default: Any = None, help: str = "", aliases: tuple[str, ...] = (), choices: tuple | None = None,
+           default_factory: Any = None) -> Any:
+    """A dataclass field that carries its help text and the reference systems' spellings."""
+    meta = {"help": help, "aliases": tuple(aliases), "choices": choices}
+    if default_factory is not None:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "y", "on"):
+        return True
+    if text in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def _base_type(tp: Any) -> tuple[Any, bool]:
+    """Return (inner type, is_list) for annotations like ``int | None`` or ``list[int] | None``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _base_type(args[0])
+    if origin in (list, tuple):
+        return typing.get_args(tp)[0], True
+    return tp, False
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _convert(value: Any, tp: Any, name: str, source: str) -> Any:
+    if value is None:
+        return None
+    inner, is_list = _base_type(tp)
+    try:
+        if is_list:
+            if isinstance(value, str):
+                value = [v for v in value.replace(",", " ").split() if v]
+            elif not isinstance(value, (list, tuple)):
+                value = [value]
+            return [_convert(v, inner, name, source) for v in value]
+        if inner is bool:
+            return parse_bool(value)
+        if inner in (int, float):
+            if isinstance(value, bool):
+                raise ValueError
+            return inner(value)
+        if inner is str:
+            return str(value)
+        if inner is dict or typing.get_origin(inner) is dict:
+            if not isinstance(value, dict):
+                raise ValueError
+            return value
+        return value
+    except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
+        want = getattr(inner, "__name__", str(inner))
+        raise EmbforgeError(f"{source}: {name} expects {'a list of ' if is_list else ''}{want}, got {value!r}") from exc
+
+
+def alias_map(cls: type) -> dict[str, str]:
+    """Every accepted spelling (field name and aliases, dashes or underscores) -> field name."""
+    out: dict[str, str] = {}
+    for f in dataclasses.fields(cls):
+        for spelling in (f.name, *f.metadata.get("aliases", ())):
+            out[spelling] = f.name
+            out[spelling.replace("_", "-")] = f.name
+    return out
+
+
+def did_you_mean(key: str, known: typing.Iterable[str]) -> str:
+    match = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def from_dict(cls: type[T], data: dict[str, Any], source: str = "config", base: T | None = None) -> T:
+    """Build ``cls`` from a mapping, accepting aliases; unknown keys fail with a did-you-mean."""
+    names = alias_map(cls)
+    hints = _field_types(cls)
+    values = dataclasses.asdict(base) if base is not None else {}
+    for key, value in data.items():
+        if key not in names:
+            raise EmbforgeError(f"{source}: unknown key {key!r}{did_you_mean(key, names)}")
+        name = names[key]
+        field = next(f for f in dataclasses.fields(cls) if f.name == name)
+        converted = _convert(value, hints[name], key, source)
+        choices = field.metadata.get("choices")
+        if choices and converted is not None and converted not in choices:
+            raise EmbforgeError(f"{source}: {key} must be one of {', '.join(map(str, choices))}, got {converted!r}")
+        values[name] = converted
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise EmbforgeError(f"{source}: {exc}") from exc
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise EmbforgeError(f"{p}: config file not found")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        loc = f"{p}:{mark.line + 1}" if mark is not None else str(p)
+        raise EmbforgeError(f"{loc}: invalid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(data, dict):
+        raise EmbforgeError(f"{p}: expected a mapping of option: value at the top level")
+    return data
+
+
+def _help_text(field: dataclasses.Field) -> str:
+    default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
+    text = field.metadata.get("help", "")
+    aliases = field.metadata.get("aliases", ())
+    extra = f" Aliases: {', '.join('--' + a for a in aliases)}." if aliases else ""
+    return f"{text} (default: {default!r}){extra}".replace("%", "%%")
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+    """Add one flag per field. Defaults are SUPPRESSed so we can tell which flags were given."""
+    hints = _field_types(cls)
+    group = parser.add_argument_group("options of this command")
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        inner, is_list = _base_type(hints[f.name])
+        flags = [f"--{f.name}"] + [f"--{a}" for a in f.metadata.get("aliases", ()) if a != f.name]
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": _help_text(f)}
+        if is_list:
+            kwargs["nargs"] = "+"
+        elif inner is bool:
+            kwargs.update(nargs="?", const=True, type=parse_bool, metavar="BOOL")
+        elif inner in (int, float):
+            kwargs["type"] = inner
+        if f.metadata.get("choices") and not is_list:
+            kwargs["choices"] = f.metadata["choices"]
+        group.add_argument(*flags, **kwargs)
+
+
+def build_config(cls: type[T], namespace: argparse.Namespace, yaml_path: str | None = None,
+                 source: str = "command line") -> T:
+    """defaults < YAML < flags."""
+    base = from_dict(cls, load_yaml(yaml_path), source=str(yaml_path)) if yaml_path else None
+    given = {f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls) if hasattr(namespace, f.name)}
+    return from_dict(cls, given, source=source, base=base)
