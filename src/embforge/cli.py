@@ -8,6 +8,7 @@ shows the traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import os
 import sys
@@ -17,9 +18,13 @@ from . import __version__
 from .config import add_arguments, build_config
 from .errors import EmbforgeError
 
-# name -> (module, takes an optional YAML config as its first positional argument)
-COMMANDS: dict[str, tuple[str, bool]] = {
+# name -> (module, takes an optional YAML config as its first positional argument; or, as a string, the
+# Config field that the first positional argument fills, for commands whose input is a file or folder)
+COMMANDS: dict[str, tuple[str, bool | str]] = {
     "encode": ("embforge.commands.encode", False),
+    "data": ("embforge.commands.data", "source"),
+    "mine": ("embforge.commands.mine", False),
+    "eval": ("embforge.commands.eval", False),
 }
 
 
@@ -38,11 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_, takes_yaml) in COMMANDS.items():
         module = _load(name)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        if takes_yaml:
+        if takes_yaml is True:
             p.add_argument("config", nargs="?", help="YAML config; flags given on the command line win.")
+        elif takes_yaml:
+            field = next(f for f in dataclasses.fields(module.Config) if f.name == takes_yaml)
+            p.add_argument(takes_yaml, nargs="?", default=argparse.SUPPRESS, help=field.metadata.get("help"))
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="Show full tracebacks for errors.")
-        add_arguments(p, module.Config)
+        add_arguments(p, module.Config, skip=(takes_yaml,) if isinstance(takes_yaml, str) else ())
     return parser
 
 

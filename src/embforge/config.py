@@ -63,11 +63,11 @@ def _convert(value: Any, tp: Any, name: str, source: str) -> Any:
     inner, is_list = _base_type(tp)
     try:
         if is_list:
-            if isinstance(value, str):
-                value = [v for v in value.replace(",", " ").split() if v]
-            elif not isinstance(value, (list, tuple)):
+            if not isinstance(value, (list, tuple)):
                 value = [value]
-            return [_convert(v, inner, name, source) for v in value]
+            # "--dims 32,64 128" and YAML "32,64" both mean [32, 64, 128].
+            items = [p for v in value for p in (str(v).replace(",", " ").split() if isinstance(v, str) else [v])]
+            return [_convert(v, inner, name, source) for v in items]
         if inner is bool:
             return parse_bool(value)
         if inner in (int, float):

@@ -21,6 +21,9 @@ class Config:
     is_query: bool = option(False, "Treat the texts as queries (query instruction and query max length).")
     dim: int | None = option(None, "Keep only the first DIM dimensions (Matryoshka truncation).")
     max_length: int | None = option(None, "Override the model's max tokens per text.", aliases=("max_len",))
+    pooling: str | None = option(None, "Override the model's pooling: cls, mean, weightedmean or lasttoken.",
+                                 aliases=("sentence_pooling_method",))
+    normalize: bool | None = option(None, "Override L2 normalisation.", aliases=("normlized", "normalized"))
 
 
 def run(cfg: Config) -> Path:
@@ -36,9 +39,9 @@ def run(cfg: Config) -> Path:
     out = Path(cfg.output)
     if out.suffix not in (".npy", ".npz"):
         raise EmbforgeError(f"{out}: output must end in .npy or .npz")
-    texts, ids = read_texts(cfg.input, cfg.field)
     lengths = {"query_max_len": cfg.max_length, "passage_max_len": cfg.max_length} if cfg.max_length else {}
-    encoder = Encoder.from_pretrained(cfg.model, **lengths)
+    encoder = Encoder.from_pretrained(cfg.model, pooling=cfg.pooling, normalize=cfg.normalize, **lengths)
+    texts, ids = read_texts(cfg.input, cfg.field)
     emb = encoder.encode(texts, batch_size=cfg.batch_size, is_query=cfg.is_query, dim=cfg.dim)
     import io
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import EmbforgeError, where
+from .problems import BadRecord, BadRecords
+from .records import RetrievalRecord
 
 
 @dataclass
@@ -61,11 +63,11 @@ def read_queries(path: Path) -> dict[str, str]:
     return {_field(obj, "_id", path, n): _field(obj, "text", path, n) for n, obj in _jsonl(path)}
 
 
-def read_qrels(path: Path) -> dict[str, dict[str, int]]:
-    """Query id -> {doc id: relevance}; tolerates CRLF line ends and a header row."""
+def iter_qrels(path: Path, bad: BadRecords | None = None) -> Iterator[tuple[int, str, str, int]]:
+    """(line, query id, doc id, relevance) per row; tolerates CRLF, a header row and TREC's 4 columns."""
+    bad = bad if bad is not None else BadRecords()
     if not path.is_file():
         raise EmbforgeError(f"{path}: qrels file not found")
-    qrels: dict[str, dict[str, int]] = {}
     with path.open(encoding="utf-8", newline="") as fh:
         for n, row in enumerate(csv.reader(fh, delimiter="\t"), 1):
             row = [c.strip() for c in row]
@@ -76,12 +78,21 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
             if len(row) == 4:  # TREC layout: qid 0 docid rel
                 row = [row[0], row[2], row[3]]
             if len(row) != 3:
-                raise EmbforgeError(f"{where(path, n)}: expected 3 tab-separated columns (query-id, corpus-id, score)")
+                bad.handle(BadRecord(where(path, n), "expected 3 tab-separated columns (query-id, corpus-id, score)"))
+                continue
             try:
                 score = int(float(row[2]))
-            except ValueError as exc:
-                raise EmbforgeError(f"{where(path, n)}: score must be a number, got {row[2]!r}") from exc
-            qrels.setdefault(row[0], {})[row[1]] = score
+            except ValueError:
+                bad.handle(BadRecord(where(path, n), f"field 'score' must be a number, got {row[2]!r}", "score"))
+                continue
+            yield n, row[0], row[1], score
+
+
+def read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """Query id -> {doc id: relevance}; tolerates CRLF line ends and a header row."""
+    qrels: dict[str, dict[str, int]] = {}
+    for _, qid, did, score in iter_qrels(path):
+        qrels.setdefault(qid, {})[did] = score
     return qrels
 
 
@@ -103,3 +114,38 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirSplit:
     queries = read_queries(folder / "queries.jsonl")
     corpus = read_corpus(folder / "corpus.jsonl")
     return BeirSplit(corpus=corpus, queries={q: queries[q] for q in qrels if q in queries}, qrels=qrels)
+
+
+def iter_training_records(folder: str | Path, split: str = "train", bad: BadRecords | None = None
+                          ) -> Iterator[RetrievalRecord]:
+    """One record per query of ``split``: its text and every doc with relevance > 0 as a positive.
+
+    Queries come in qrels order; ``source`` is the qrels line of the query's first judgement. A
+    qrels row naming an unknown query or doc is a bad record (BEIR ids are case-sensitive strings,
+    so a mismatch usually means the wrong corpus). Rows with relevance <= 0 are judgements of
+    non-relevance: they are not positives, and they are not reported as bad.
+    """
+    bad = bad if bad is not None else BadRecords()
+    folder = Path(folder)
+    qrels_path = folder / "qrels" / f"{split}.tsv"
+    if not qrels_path.is_file():
+        have = sorted(p.stem for p in (folder / "qrels").glob("*.tsv")) if (folder / "qrels").is_dir() else []
+        raise EmbforgeError(f"{qrels_path}: no qrels for split {split!r} (available: {', '.join(have) or 'none'})")
+    queries = read_queries(folder / "queries.jsonl")
+    corpus = read_corpus(folder / "corpus.jsonl")
+    positives: dict[str, list[str]] = {}
+    first_line: dict[str, int] = {}
+    for n, qid, did, score in iter_qrels(qrels_path, bad):
+        if qid not in queries:
+            bad.handle(BadRecord(where(qrels_path, n), f"field 'query-id' {qid!r} is not in queries.jsonl", "query-id"))
+            continue
+        if did not in corpus:
+            bad.handle(BadRecord(where(qrels_path, n), f"field 'corpus-id' {did!r} is not in corpus.jsonl", "corpus-id"))
+            continue
+        first_line.setdefault(qid, n)
+        if score > 0:
+            positives.setdefault(qid, []).append(did)
+    for qid, line in first_line.items():
+        if qid in positives:
+            yield RetrievalRecord(query=queries[qid], pos=[corpus[d] for d in positives[qid]],
+                                  source=where(qrels_path, line), extra={"query_id": qid, "pos_ids": positives[qid]})

@@ -1,0 +1,131 @@
+"""An on-disk cache of embedding matrices, so re-running eval or mining with other settings is cheap.
+
+Encoding a corpus dominates the cost of both mining and evaluation, while the settings a user
+iterates on (the sampling range, k, Matryoshka dims) do not change the vectors. A matrix is stored
+under a key made of the model's identity and the exact list of texts, so any change to either
+(re-trained weights, another max length or instruction, one edited document) misses the cache
+instead of returning stale vectors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .paths import atomic_write_bytes
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+def cache_dir() -> Path:
+    """``$EMBFORGE_CACHE`` if set, else ``~/.cache/embforge/embeddings``."""
+    env = os.environ.get("EMBFORGE_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "embforge" / "embeddings"
+
+
+def _weights_identity(folder: Path) -> list[tuple[str, int, int]]:
+    """(relative path, size, mtime_ns) of every weight file: cheap to read, changes when weights do."""
+    out = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.suffix in WEIGHT_SUFFIXES:
+            st = path.stat()
+            out.append((str(path.relative_to(folder)), st.st_size, st.st_mtime_ns))
+    return out
+
+
+def _parameters_digest(encoder: Any) -> str:
+    """Hash of the parameters themselves, for encoders that were never loaded from a folder."""
+    h = hashlib.sha256()
+    for name, tensor in encoder.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def model_fingerprint(encoder: Any) -> str:
+    """Identity of what produces the vectors: weights (path + size/mtime) and the encoder config."""
+    folder = getattr(encoder, "name_or_path", None)
+    if folder and Path(folder).is_dir():
+        weights: Any = {"path": str(Path(folder).resolve()), "files": _weights_identity(Path(folder))}
+    else:
+        weights = {"parameters": _parameters_digest(encoder)}
+    config = dataclasses.asdict(encoder.config) if dataclasses.is_dataclass(encoder.config) else repr(encoder.config)
+    blob = json.dumps({"weights": weights, "config": config, "class": type(encoder).__name__}, sort_keys=True,
+                      default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def texts_digest(texts: Sequence[str]) -> str:
+    """Order-sensitive hash of a list of texts (length-prefixed, so boundaries are unambiguous)."""
+    h = hashlib.sha256()
+    for t in texts:
+        b = t.encode("utf-8")
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+    return h.hexdigest()
+
+
+def cache_key(fingerprint: str, texts: Sequence[str], is_query: bool) -> str:
+    side = "q" if is_query else "p"
+    return hashlib.sha256(f"{fingerprint}:{side}:{texts_digest(texts)}".encode()).hexdigest()[:40]
+
+
+def load(key: str, n_rows: int) -> np.ndarray | None:
+    """The cached matrix for ``key``, or None when absent or unreadable (then it is recomputed)."""
+    path = cache_dir() / f"{key}.npy"
+    if not path.is_file():
+        return None
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    return arr if arr.ndim == 2 and arr.shape[0] == n_rows else None
+
+
+def save(key: str, matrix: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(matrix, dtype=np.float32))
+    try:
+        atomic_write_bytes(cache_dir() / f"{key}.npy", buf.getvalue())
+    except OSError:  # a read-only or full cache only costs speed, never the result
+        pass
+
+
+def encode_cached(encoder: Any, texts: Sequence[str], *, is_query: bool = False, batch_size: int = 64,
+                  use_cache: bool = True, show_progress: bool | None = None,
+                  fingerprint: str | None = None) -> tuple[np.ndarray, bool]:
+    """Full-dimension embeddings of ``texts`` and whether they came from the cache.
+
+    Matryoshka truncation is applied by the caller (see :func:`truncate`), so one cached matrix
+    serves every ``--dims`` value.
+    """
+    texts = list(texts)
+    key = None
+    if use_cache:
+        key = cache_key(fingerprint or model_fingerprint(encoder), texts, is_query)
+        hit = load(key, len(texts))
+        if hit is not None:
+            return hit, True
+    emb = encoder.encode(texts, batch_size=batch_size, is_query=is_query, show_progress=show_progress)
+    if key is not None:
+        save(key, emb)
+    return emb, False
+
+
+def truncate(emb: np.ndarray, dim: int | None, normalize: bool) -> np.ndarray:
+    """The first ``dim`` coordinates, re-normalised when the encoder normalises (as Encoder.encode does)."""
+    if dim is None or dim >= emb.shape[1]:
+        return emb
+    out = np.ascontiguousarray(emb[:, :dim])
+    if normalize:
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        out = out / np.maximum(norms, 1e-12)
+    return out.astype(np.float32, copy=False)

@@ -1,0 +1,83 @@
+"""FlagEmbedding query/pos/neg JSONL as raw dicts, for mining and evaluation.
+
+Mining must write every record back with all of its fields untouched (prompt, type, scores and any
+custom keys, in their original order), so this reader keeps the parsed objects as they are and only
+validates the three fields mining and evaluation use.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .errors import EmbforgeError, where
+
+
+def _string_list(obj: dict, key: str, path: Path, n: int, required: bool) -> list[str]:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise EmbforgeError(f"{where(path, n)}: missing field {key!r} (expected a list of strings)")
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise EmbforgeError(f"{where(path, n)}: field {key!r} must be a list of strings")
+    return value
+
+
+def read_query_jsonl(path: str | Path, need_pos: bool = True) -> list[dict[str, Any]]:
+    """Records ``{"query": str, "pos": [str], "neg": [str], ...}``; ``pos``/``neg`` are normalised to lists."""
+    path = Path(path)
+    if not path.is_file():
+        raise EmbforgeError(f"{path}: input file not found")
+    records: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise EmbforgeError(f"{where(path, n)}: invalid JSON: {exc.msg}") from exc
+            if not isinstance(obj, dict):
+                raise EmbforgeError(f"{where(path, n)}: expected a JSON object with query, pos and neg")
+            if not isinstance(obj.get("query"), str):
+                raise EmbforgeError(f"{where(path, n)}: missing field 'query' (expected a string)")
+            obj["pos"] = _string_list(obj, "pos", path, n, required=need_pos)
+            if need_pos and not obj["pos"]:
+                raise EmbforgeError(f"{where(path, n)}: 'pos' is empty (expected at least one positive text)")
+            if "neg" in obj:
+                obj["neg"] = _string_list(obj, "neg", path, n, required=False)
+            records.append(obj)
+    if not records:
+        raise EmbforgeError(f"{path}: no records (expected JSONL lines with query, pos and neg)")
+    return records
+
+
+def read_candidate_pool(path: str | Path) -> list[str]:
+    """Pool texts: JSONL ``{"text": ...}`` lines (FlagEmbedding pretrain data) or plain text lines."""
+    path = Path(path)
+    if not path.is_file():
+        raise EmbforgeError(f"{path}: candidate pool not found")
+    texts: list[str] = []
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            if line.lstrip().startswith("{"):
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise EmbforgeError(f"{where(path, n)}: invalid JSON: {exc.msg}") from exc
+                text = obj.get("text") if isinstance(obj, dict) else None
+                if not isinstance(text, str):
+                    raise EmbforgeError(f"{where(path, n)}: expected {{\"text\": str}} or a plain text line")
+                texts.append(text)
+            else:
+                texts.append(line)
+    if not texts:
+        raise EmbforgeError(f"{path}: the candidate pool is empty (expected at least one text)")
+    return texts

@@ -1,0 +1,173 @@
+"""Bad input: every case names file:line and the field, or is skipped and counted with its location."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+
+import pytest
+
+from embforge.data import BadRecords, load_records
+from embforge.errors import EmbforgeError
+
+
+def _e(path) -> str:
+    """A path as a regex that matches only itself (tmp paths may hold regex characters)."""
+    return re.escape(str(path))
+
+
+GOOD = {"query": "q", "pos": ["p"], "neg": ["n"]}
+
+
+def _file(tmp_path, lines, name="data.jsonl"):
+    path = tmp_path / name
+    path.write_text("".join((json.dumps(x) if not isinstance(x, str) else x) + "\n" for x in lines), encoding="utf-8")
+    return path
+
+
+# (bad line, message pattern naming the field)
+FLAG_CASES = [
+    ('{"query": "q", "pos": ["p"]', r"invalid JSON"),
+    ({"pos": ["p"], "query": None}, r"missing field 'query'"),
+    ({"query": "q", "pos": []}, r"field 'pos' is empty"),
+    ({"query": "q", "pos": ["p", 7]}, r"field 'pos' item 1 must be a string, got int"),
+    ({"query": 3, "pos": ["p"]}, r"field 'query' must be a string, got int"),
+    ({"query": "q", "pos": ["p"], "neg": "n", "neg_scores": [0.1, 0.2]}, r"field 'neg_scores' has 2 scores for 1 texts"),
+    ({"query": "q", "pos": {"a": 1}}, r"field 'pos' must be a list of strings, got dict"),
+    ({"query": "q", "pos": ["p"], "prompt": 5}, r"field 'prompt' must be a string"),
+    ({"query": " ", "pos": ["p"]}, r"field 'query' is an empty text"),
+    ('["query", "pos"]', r"expected a JSON object, got list"),
+]
+
+
+@pytest.mark.parametrize("bad,pattern", FLAG_CASES)
+def test_flag_bad_line_names_file_line_and_field(tmp_path, bad, pattern):
+    path = _file(tmp_path, [GOOD, GOOD, bad, GOOD])
+    with pytest.raises(EmbforgeError, match=rf"{_e(path)}:3: {pattern}"):
+        load_records(path, format="flag")
+
+
+ANGLE_CASES = [
+    ("angle-a", {"text1": "a", "text2": "b", "label": "yes"}, r"field 'label' must be a number"),
+    ("angle-a", {"text1": "a", "text2": "b", "label": True}, r"field 'label' must be a number"),
+    ("angle-a", {"text1": "a", "text2": "b"}, r"missing field 'label'"),
+    ("angle-b", {"text": "a", "positive": "b"}, r"missing field 'negative'"),
+    ("angle-c", {"text": "a", "positive": ["b"]}, r"field 'positive' must be a string, got list"),
+]
+ANGLE_GOOD = {"angle-a": {"text1": "a", "text2": "b", "label": 1}, "angle-b": {"text": "a", "positive": "b", "negative": "c"},
+              "angle-c": {"text": "a", "positive": "b"}}
+
+
+@pytest.mark.parametrize("fmt,bad,pattern", ANGLE_CASES)
+def test_angle_bad_line(tmp_path, fmt, bad, pattern):
+    path = _file(tmp_path, [ANGLE_GOOD[fmt], bad])
+    with pytest.raises(EmbforgeError, match=rf"{_e(path)}:2: {pattern}"):
+        load_records(path)  # format detected from line 1
+
+
+def test_skip_bad_records_counts_and_keeps_first_five_locations(tmp_path, caplog):
+    lines = [GOOD] + [{"query": "q", "pos": []}] * 7 + ["{oops", GOOD]
+    path = _file(tmp_path, lines)
+    bad = BadRecords()
+    with caplog.at_level(logging.WARNING, logger="embforge.data"):
+        records = load_records(path, skip_bad_records=True, bad_records=bad)
+    assert len(records) == 2
+    assert bad.count == 8
+    assert bad.first_locations == [f"{path}:{n}" for n in range(2, 7)]
+    assert "field 'pos' is empty" in bad.first_messages[0]
+    assert f"{path}: skipped 8 bad record(s); first at {path}:2" in caplog.text
+
+
+def test_invalid_utf8_is_a_bad_line(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(json.dumps(GOOD).encode() + b"\n\xff\xfe\n")
+    with pytest.raises(EmbforgeError, match=rf"{_e(path)}:2: not valid UTF-8"):
+        load_records(path, format="flag")
+    assert len(load_records(path, format="flag", skip_bad_records=True)) == 1
+
+
+def test_missing_and_unreadable_files(tmp_path):
+    with pytest.raises(EmbforgeError, match="no such file or folder"):
+        load_records(tmp_path / "nope.jsonl")
+    path = _file(tmp_path, [GOOD])
+    if os.geteuid() != 0:  # root reads anything
+        path.chmod(0)
+        with pytest.raises(EmbforgeError, match="cannot read"):
+            load_records(path, format="flag")
+    with pytest.raises(EmbforgeError, match="no records"):
+        load_records(_file(tmp_path, [], name="empty.jsonl"), format="flag")
+
+
+def test_unknown_format_lists_expected_keys(tmp_path):
+    path = _file(tmp_path, [{"question": "q"}])
+    with pytest.raises(EmbforgeError, match=r"keys \(question\); expected flag: query, pos"):
+        load_records(path)
+
+
+def test_strict_makes_a_positive_among_negatives_an_error(tmp_path):
+    path = _file(tmp_path, [{"query": "q", "pos": ["p"], "neg": ["p", "n"]}])
+    assert len(load_records(path)) == 1
+    with pytest.raises(EmbforgeError, match=rf"{_e(path)}:1: field 'neg' repeats a positive"):
+        load_records(path, strict=True)
+
+
+def test_beir_qrels_unknown_ids_and_bad_score(tmp_path):
+    folder = tmp_path / "beir"
+    (folder / "qrels").mkdir(parents=True)
+    _file(folder, [{"_id": "d1", "title": "T", "text": "doc one"}], name="corpus.jsonl")
+    _file(folder, [{"_id": "q1", "text": "query one"}], name="queries.jsonl")
+    (folder / "qrels" / "train.tsv").write_bytes(
+        b"query-id\tcorpus-id\tscore\r\nq1\td1\t1\r\nq1\td9\t1\r\nq7\td1\t1\r\nq1\td1\thigh\r\n")
+    qrels = folder / "qrels" / "train.tsv"
+    with pytest.raises(EmbforgeError, match=rf"{_e(qrels)}:3: field 'corpus-id' 'd9' is not in corpus.jsonl"):
+        load_records(folder)
+    bad = BadRecords()
+    (rec,) = load_records(folder, skip_bad_records=True, bad_records=bad)
+    assert rec.pos == ["T doc one"]
+    assert bad.first_locations == [f"{qrels}:3", f"{qrels}:4", f"{qrels}:5"]
+    assert "field 'query-id' 'q7'" in bad.first_messages[1]
+    assert "field 'score' must be a number" in bad.first_messages[2]
+
+
+def test_stsb_bad_score_and_short_row(tmp_path):
+    path = tmp_path / "sts-train.csv"
+    path.write_text("main\tf\t2012\t1\t4.0\ta\tb\nmain\tf\t2012\t2\tx\ta\tb\nmain\tf\t2012\t3\t1.0\ta\n",
+                    encoding="utf-8")
+    with pytest.raises(EmbforgeError, match=rf"{_e(path)}:2: field 'score' must be a number, got 'x'"):
+        load_records(path)
+    bad = BadRecords()
+    assert len(load_records(path, skip_bad_records=True, bad_records=bad)) == 1
+    assert bad.first_locations == [f"{path}:2", f"{path}:3"]
+
+
+def test_sick_bad_relatedness(tmp_path):
+    path = tmp_path / "SICK.txt"
+    path.write_text("pair_ID\tsentence_A\tsentence_B\trelatedness_score\tSemEval_set\r\n"
+                    "1\ta\tb\t4.5\tTRAIN\r\n2\ta\tc\tn/a\tTEST", encoding="utf-8")
+    with pytest.raises(EmbforgeError, match=rf"{_e(path)}:3: field 'relatedness_score' must be a number"):
+        load_records(path)
+
+
+def test_nli_bad_label_and_misaligned_files(tmp_path):
+    folder = tmp_path / "nli"
+    folder.mkdir()
+    (folder / "s1.dev").write_text("p .\np .\np .\n")
+    (folder / "s2.dev").write_text("e .\nc .\nx .\n")
+    (folder / "labels.dev").write_text("entailment\ncontradiction\nmaybe\n")
+    with pytest.raises(EmbforgeError, match=rf"{_e(folder / 'labels.dev')}:3: field 'label' must be one of"):
+        load_records(folder)
+    (rec,) = load_records(folder, skip_bad_records=True)
+    assert (rec.pos, rec.neg) == (["e ."], ["c ."])
+    (folder / "s2.dev").write_text("e .\nc .\n")
+    with pytest.raises(EmbforgeError, match=rf"{_e(folder / 's2.dev')}:3: file ends here"):
+        load_records(folder)
+
+
+def test_hf_row_with_wrong_type_names_row_and_field(tmp_path):
+    import datasets
+
+    datasets.Dataset.from_dict({"query": ["a", "b"], "pos": [["x"], []]}).to_parquet(str(tmp_path / "t.parquet"))
+    with pytest.raises(EmbforgeError, match=r"t.parquet:row 2: field 'pos' is empty"):
+        load_records(tmp_path / "t.parquet")
