@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, bool | str]] = {
     "data": ("embforge.commands.data", "source"),
     "mine": ("embforge.commands.mine", False),
     "eval": ("embforge.commands.eval", False),
+    "train": ("embforge.commands.train", True),
 }
 
 
@@ -48,9 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
         elif takes_yaml:
             field = next(f for f in dataclasses.fields(module.Config) if f.name == takes_yaml)
             p.add_argument(takes_yaml, nargs="?", default=argparse.SUPPRESS, help=field.metadata.get("help"))
-        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+        p.add_argument("--debug", dest="cli_debug", action="store_true", default=False,
                        help="Show full tracebacks for errors.")
-        add_arguments(p, module.Config, skip=(takes_yaml,) if isinstance(takes_yaml, str) else ())
+        # TrainingArguments has a `debug` field of its own; the CLI's --debug (tracebacks) wins.
+        skip = ("debug",) + ((takes_yaml,) if isinstance(takes_yaml, str) else ())
+        add_arguments(p, module.Config, skip=skip)
     return parser
 
 
@@ -62,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
-    debug = getattr(args, "debug", False)
+    debug = args.cli_debug
     module = _load(args.command)
     try:
         _quiet_libraries()

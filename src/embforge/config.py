@@ -60,6 +60,9 @@ def _field_types(cls: type) -> dict[str, Any]:
 def _convert(value: Any, tp: Any, name: str, source: str) -> Any:
     if value is None:
         return None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType) and isinstance(value, str) and str in typing.get_args(tp):
+        return value  # e.g. TrainingArguments' "dict | str" fields given a JSON string or a path
     inner, is_list = _base_type(tp)
     try:
         if is_list:
@@ -118,7 +121,7 @@ def from_dict(cls: type[T], data: dict[str, Any], source: str = "config", base: 
         values[name] = converted
     try:
         return cls(**values)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise EmbforgeError(f"{source}: {exc}") from exc
 
 

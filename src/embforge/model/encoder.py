@@ -142,9 +142,14 @@ class Encoder(nn.Module):
     def max_len(self, is_query: bool) -> int:
         return int(self.config.query_max_len if is_query else self.config.passage_max_len)
 
-    def token_ids(self, texts: Sequence[str], is_query: bool = False) -> list[list[int]]:
-        """Token ids per text, instruction prepended and truncated to the side's max length."""
-        prefix = self._prefix(is_query)
+    def token_ids(self, texts: Sequence[str], is_query: bool = False,
+                  instruction: str | None = None) -> list[list[int]]:
+        """Token ids per text, instruction prepended and truncated to the side's max length.
+
+        ``instruction`` replaces the configured one for this call ("" for texts that already carry
+        their own, such as training records with a per-record prompt).
+        """
+        prefix = self._prefix(is_query) if instruction is None else instruction
         if prefix:
             texts = [prefix + t for t in texts]
         out = self.tokenizer(list(texts), truncation=True, max_length=self.max_len(is_query),

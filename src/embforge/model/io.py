@@ -91,6 +91,8 @@ def read_sentence_transformers(folder: Path) -> tuple[Path, dict[str, Any]]:
 
 def read_model_folder(folder: Path) -> tuple[Path, dict[str, Any], bool]:
     """Return (backbone folder, encoder settings, is_embforge) for any supported folder layout."""
+    if not (folder / "config.json").exists() and (folder / "final" / EMBFORGE_FILE).exists():
+        folder = folder / "final"  # an `embforge train` output folder: its final model
     if (folder / EMBFORGE_FILE).exists():
         data = _read_json(folder / EMBFORGE_FILE)
         data.pop("format_version", None)

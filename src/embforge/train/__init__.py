@@ -1,0 +1,1 @@
+"""Training: HF Trainer subclass, GradCache, cross-device gathering, parameter-efficient modes."""

@@ -1,0 +1,156 @@
+"""The training driver: config -> data -> encoder -> Trainer -> saved model and report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..data import load_records
+from ..data.records import RetrievalRecord
+from ..errors import EmbforgeError
+from ..model import Encoder
+from ..paths import atomic_write_bytes
+from .distributed import world
+from .objective import ContrastiveObjective
+from .peft_modes import apply_parameter_efficiency, finalize_for_saving
+
+logger = logging.getLogger(__name__)
+
+FINAL_DIR = "final"
+
+
+def sanity_data() -> Path:
+    """16 SciFact train queries with mined negatives, shipped in the package for --sanity_test."""
+    return Path(str(resources.files("embforge") / "resources" / "sanity.jsonl"))
+
+
+def validate(cfg: Any) -> None:
+    """Conflicts and impossible values, reported before any model is loaded."""
+    if cfg.gradcache and not cfg.chunk_size:
+        raise EmbforgeError("--gradcache needs --chunk_size N (texts per forward pass)")
+    if cfg.chunk_size is not None and cfg.chunk_size <= 0:
+        raise EmbforgeError(f"--chunk_size must be positive, got {cfg.chunk_size}")
+    if cfg.train_group_size < 1:
+        raise EmbforgeError(f"--train_group_size must be at least 1, got {cfg.train_group_size}")
+    if cfg.temperature <= 0:
+        raise EmbforgeError(f"--temperature must be positive, got {cfg.temperature}")
+    if cfg.apply_lora and cfg.freezenonbias:
+        raise EmbforgeError("--apply_lora and --freezenonbias are two different ways to train few weights: pick one")
+    out = Path(cfg.output_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".embforge-write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise EmbforgeError(f"cannot write to the output folder {out}: {exc.strerror}") from exc
+
+
+def load_training_records(cfg: Any) -> list[RetrievalRecord]:
+    source = cfg.train_data or (sanity_data() if cfg.sanity_test else None)
+    if source is None:
+        raise EmbforgeError("no training data: give --train_data FILE|FOLDER|MIXTURE.yaml (or --sanity_test)")
+    records = load_records(source, format=cfg.train_format, split=cfg.train_split, strict=cfg.strict,
+                           skip_bad_records=cfg.skip_bad_records, seed=cfg.seed)
+    bad = [r for r in records if not isinstance(r, RetrievalRecord)]
+    if bad:
+        raise EmbforgeError(f"{source}: contrastive training needs query/positive records; this data holds "
+                            f"{type(bad[0]).__name__} records (scored pairs need a pair loss such as CoSENT)")
+    if cfg.max_examples:
+        records = records[: cfg.max_examples]
+    if cfg.strict and cfg.train_group_size > 1:
+        need = cfg.train_group_size - 1
+        short = next((r for r in records if len(r.neg) < need), None)
+        if short is not None:
+            raise EmbforgeError(f"{short.source or source}: train_group_size={cfg.train_group_size} needs {need} "
+                                f"negatives per record, this one has {len(short.neg)} (--strict)")
+    return records
+
+
+def build_encoder(cfg: Any) -> Encoder:
+    overrides = {"pooling": cfg.pooling, "normalize": cfg.normalized, "query_max_len": cfg.query_max_len,
+                 "passage_max_len": cfg.passage_max_len, "query_instruction": cfg.query_instruction_for_retrieval,
+                 "passage_instruction": cfg.passage_instruction_for_retrieval}
+    return Encoder.from_pretrained(cfg.model_name_or_path, device="cpu", **overrides)
+
+
+def train(cfg: Any) -> Path:
+    """Train and save; returns the folder of the final model (``OUTPUT_DIR/final``)."""
+    from .trainer import EmbeddingTrainer
+
+    validate(cfg)
+    records = load_training_records(cfg)
+    encoder = build_encoder(cfg)
+    apply_parameter_efficiency(encoder, cfg)
+    if cfg.gradient_checkpointing:
+        encoder.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        cfg.gradient_checkpointing = False  # done above; the Trainer would look for it on the Encoder
+    objective = ContrastiveObjective(temperature=cfg.temperature, group_size=cfg.train_group_size,
+                                     cross_device=cfg.negatives_cross_device, in_batch=cfg.use_inbatch_neg,
+                                     symmetric=cfg.symmetric)
+    trainer = EmbeddingTrainer(encoder=encoder, records=records, objective=objective, args=cfg,
+                               group_size=cfg.train_group_size,
+                               query_instruction=encoder.config.query_instruction,
+                               passage_instruction=encoder.config.passage_instruction, strict=cfg.strict,
+                               gradcache_chunk=cfg.chunk_size if cfg.gradcache else None)
+    resume = cfg.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in ("true", "last"):
+        from transformers.trainer_utils import get_last_checkpoint
+
+        resume = get_last_checkpoint(cfg.output_dir)
+        if resume is None:
+            raise EmbforgeError(f"{cfg.output_dir}: no checkpoint to resume from")
+    elif resume and not Path(resume).is_dir():
+        raise EmbforgeError(f"checkpoint not found: {resume}")
+    result = trainer.train(resume_from_checkpoint=resume)
+
+    final = Path(cfg.output_dir) / FINAL_DIR
+    if trainer.is_world_process_zero():
+        finalize_for_saving(encoder, cfg)
+        encoder.save(final)
+        write_report(cfg, trainer, result, len(records))
+        logger.info("saved the final model to %s", final)
+    trainer.accelerator.wait_for_everyone()
+    return final
+
+
+def write_report(cfg: Any, trainer: Any, result: Any, n_records: int) -> None:
+    out = Path(cfg.output_dir)
+    history = trainer.state.log_history
+    report = {
+        "model": cfg.model_name_or_path or "all-MiniLM-L6-v2 (embedded)",
+        "train_data": str(cfg.train_data or "sanity"),
+        "records": n_records,
+        "world_size": world()[1],
+        "global_steps": trainer.state.global_step,
+        "train_runtime_s": result.metrics.get("train_runtime"),
+        "samples_per_second": getattr(trainer.state, "embforge_samples_per_second", None),
+        "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
+        "log_history": history,
+    }
+    atomic_write_bytes(out / "train_report.json", json.dumps(report, indent=2, default=str).encode())
+    points = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    if points:
+        plot_loss(points, out / "loss.png")
+
+
+def plot_loss(points: list[tuple[int, float]], path: Path) -> None:
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([s for s, _ in points], [v for _, v in points], marker="o" if len(points) < 30 else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title("embforge train")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

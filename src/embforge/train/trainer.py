@@ -1,0 +1,200 @@
+"""``EmbeddingTrainer``: the Hugging Face Trainer, taught to train an Encoder contrastively.
+
+What it changes, and why:
+- the data loader: a no-duplicate batch sampler that builds the *global* batch and gives each
+  process its slice, so cross-device negatives never include a copy of a positive;
+- the loss: InfoNCE over embeddings, gathered across processes with their gradient;
+- the step, under GradCache: chunked forward/backward with cached embedding gradients;
+- saving: every checkpoint is a complete Encoder folder (AutoModel / SentenceTransformer load it),
+  staged in a hidden folder and renamed into place, so a crash never leaves half a checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from ..data.sampling import NoDuplicateBatchSampler
+from ..errors import EmbforgeError
+from .batches import GroupCollator, GroupDataset
+from .distributed import world
+from .gradcache import gradcache_step
+from .objective import ContrastiveObjective
+
+logger = logging.getLogger(__name__)
+
+
+class _EpochCallback(TrainerCallback):
+    """Tell the sampler and the dataset which epoch is starting (also after a resume mid-epoch)."""
+
+    def __init__(self, trainer: EmbeddingTrainer):
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        epoch = int(math.floor(state.epoch + 1e-6)) if state.epoch else 0
+        self.trainer.set_epoch(epoch)
+
+
+class _ThroughputCallback(TrainerCallback):
+    """Show samples/s (queries per second, all processes) on the progress bar and in the logs."""
+
+    def __init__(self, trainer: Trainer, samples_per_step: int):
+        self.trainer = trainer
+        self.samples_per_step = samples_per_step
+        self.start: float | None = None
+        self.steps = 0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        import time
+
+        if self.start is None:
+            self.start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        import time
+
+        self.steps += 1
+        rate = self.steps * self.samples_per_step / max(time.perf_counter() - (self.start or 0), 1e-9)
+        state.embforge_samples_per_second = rate
+        for cb in self.trainer.callback_handler.callbacks:
+            bar = getattr(cb, "training_bar", None)
+            if bar is not None:
+                bar.set_postfix(samples_s=f"{rate:.1f}", refresh=False)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is not None and "loss" in logs and hasattr(state, "embforge_samples_per_second"):
+            logs["samples_per_second"] = round(state.embforge_samples_per_second, 2)
+
+
+class EmbeddingTrainer(Trainer):
+    def __init__(self, *, encoder, records, objective: ContrastiveObjective, group_size: int,
+                 query_instruction: str | None, passage_instruction: str | None, strict: bool = False,
+                 gradcache_chunk: int | None = None, **kwargs: Any):
+        super().__init__(model=encoder, **kwargs)
+        self.encoder = encoder
+        self.records = records
+        self.objective = objective
+        self.gradcache_chunk = gradcache_chunk
+        self.dataset = GroupDataset(records, group_size, self.args.seed, query_instruction, passage_instruction, strict)
+        self.collator = GroupCollator(encoder, group_size)
+        self.sampler: NoDuplicateBatchSampler | None = None
+        self._staging: str | None = None
+        self.add_callback(_EpochCallback(self))
+        self.add_callback(_ThroughputCallback(self, self.args.per_device_train_batch_size * world()[1]
+                                              * self.args.gradient_accumulation_steps))
+
+    # ------------------------------------------------------------------ data
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+
+    def get_train_dataloader(self) -> DataLoader:
+        rank, size = world()
+        self.sampler = NoDuplicateBatchSampler(
+            self.records, self.args.per_device_train_batch_size, seed=self.args.seed,
+            # Every process must hold the same number of queries for the gathered loss to be valid.
+            drop_last=self.args.dataloader_drop_last or self.objective.cross_device,
+            num_replicas=size, rank=rank)
+        loader = DataLoader(self.dataset, batch_sampler=self.sampler, collate_fn=self.collator,
+                            num_workers=self.args.dataloader_num_workers)
+        loader = self.accelerator.prepare(loader)
+        # The sampler is already rank-aware: make accelerate's sharding wrapper a passthrough.
+        wrapper = getattr(loader, "batch_sampler", None)
+        if wrapper is not None and getattr(wrapper, "batch_sampler", None) is self.sampler:
+            wrapper.num_processes, wrapper.process_index = 1, 0
+        return loader
+
+    # ------------------------------------------------------------------ loss and step
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss).all():
+            last = self._last_checkpoint()
+            raise EmbforgeError(
+                f"the loss became {loss.item()} at step {self.state.global_step + 1}; stopping. "
+                + (f"The last good checkpoint is {last}." if last else "No checkpoint was saved yet.")
+                + " Try a lower learning rate or a higher temperature.")
+
+    def _last_checkpoint(self) -> str | None:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        out = self.args.output_dir
+        return get_last_checkpoint(out) if out and os.path.isdir(out) else None
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        q = model(inputs["query"], is_query=True)
+        p = model(inputs["passage"], is_query=False)
+        loss = self.objective(q, p)
+        self._check_finite(loss.detach())
+        return (loss, {"q": q, "p": p}) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if not self.gradcache_chunk:
+            return super().training_step(model, inputs, num_items_in_batch)
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        no_sync = (lambda: model.no_sync()) if hasattr(model, "no_sync") else None
+        loss = gradcache_step(lambda f, is_query: model(f, is_query=is_query), inputs["query"], inputs["passage"],
+                              self.objective, self.gradcache_chunk, no_sync=no_sync,
+                              loss_scale=1.0 / self.current_gradient_accumulation_steps)
+        self._check_finite(loss)
+        return loss / self.current_gradient_accumulation_steps
+
+    # ------------------------------------------------------------------ saving and loading
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        folder = Path(output_dir or self.args.output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.encoder.save_to(folder)
+        torch.save(self.args, folder / "training_args.bin")
+
+    def _get_output_dir(self, trial) -> str:
+        return self._staging or super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        run_dir = super()._get_output_dir(trial)
+        self._staging = os.path.join(run_dir, ".staging")
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging = None
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            final = os.path.join(run_dir, name)
+            if os.path.exists(final):
+                shutil.rmtree(final)
+            os.replace(os.path.join(run_dir, ".staging", name), final)
+            shutil.rmtree(os.path.join(run_dir, ".staging"), ignore_errors=True)
+            from transformers.trainer_utils import rotate_checkpoints
+
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint)
+        self.accelerator.wait_for_everyone()
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        from safetensors.torch import load_file
+
+        folder = Path(resume_from_checkpoint)
+        backbone = self.encoder.backbone
+        adapter = folder / "adapter_model.safetensors"
+        if adapter.exists():
+            from peft import set_peft_model_state_dict
+
+            set_peft_model_state_dict(backbone, load_file(adapter))
+            return
+        weights = folder / "model.safetensors"
+        if not weights.exists():
+            raise EmbforgeError(f"{folder}: no model.safetensors or adapter_model.safetensors to resume from")
+        missing, unexpected = backbone.load_state_dict(load_file(weights), strict=False)
+        # Tied or non-persistent buffers may be absent from the file; real weights must all be there.
+        missing = [k for k in missing if "position_ids" not in k]
+        if missing or unexpected:
+            raise EmbforgeError(f"{weights}: does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
