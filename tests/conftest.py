@@ -30,6 +30,12 @@ def tiny_bert(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_bert_nodrop(tmp_path_factory) -> Path:
+    """Dropout off: runs that must agree to 1e-5 (GradCache, distributed, resume) need determinism."""
+    return write_bert(tmp_path_factory.mktemp("tiny-bert-nodrop"), dropout=0.0)
+
+
+@pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
     return write_llama(tmp_path_factory.mktemp("tiny-llama"))
 

@@ -15,7 +15,7 @@ WORDS = (
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def write_bert(folder: Path, seed: int = 0, layers: int = 2, hidden: int = 32) -> Path:
+def write_bert(folder: Path, seed: int = 0, layers: int = 2, hidden: int = 32, dropout: float = 0.1) -> Path:
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -23,7 +23,8 @@ def write_bert(folder: Path, seed: int = 0, layers: int = 2, hidden: int = 32) -
     tok = BertTokenizerFast(vocab={t: i for i, t in enumerate(tokens)}, model_max_length=64)
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-                     intermediate_size=2 * hidden, max_position_embeddings=128)
+                     intermediate_size=2 * hidden, max_position_embeddings=128,
+                     hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     BertModel(cfg).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder

@@ -21,20 +21,25 @@ import torch
 import torch.nn.functional as F
 
 
+def _wide(scores: torch.Tensor) -> torch.Tensor:
+    """Softmax in at least float32: half-precision logits over/underflow at temperature 0.02."""
+    return scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores
+
+
 def info_nce(q: torch.Tensor, p: torch.Tensor, *, temperature: float, group_size: int, query_offset: int = 0,
              in_batch: bool = True, symmetric: bool = False, q_all: torch.Tensor | None = None) -> torch.Tensor:
     n = q.shape[0]
     if in_batch:
         scores = q @ p.T / temperature
         targets = (torch.arange(n, device=q.device) + query_offset) * group_size
-        loss = F.cross_entropy(scores.float(), targets)
+        loss = F.cross_entropy(_wide(scores), targets)
     else:
         own = p.view(-1, group_size, p.shape[-1])[query_offset:query_offset + n]
         scores = torch.einsum("bd,bgd->bg", q, own) / temperature
-        loss = F.cross_entropy(scores.float(), torch.zeros(n, dtype=torch.long, device=q.device))
+        loss = F.cross_entropy(_wide(scores), torch.zeros(n, dtype=torch.long, device=q.device))
     if symmetric:
         queries = q if q_all is None else q_all
         positives = p[(torch.arange(n, device=p.device) + query_offset) * group_size]
         back = positives @ queries.T / temperature
-        loss = (loss + F.cross_entropy(back.float(), torch.arange(n, device=q.device) + query_offset)) / 2
+        loss = (loss + F.cross_entropy(_wide(back), torch.arange(n, device=q.device) + query_offset)) / 2
     return loss

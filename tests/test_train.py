@@ -1,0 +1,170 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from sentence_transformers import SentenceTransformer
+from tiny import SENTENCES
+from transformers import AutoModel
+
+from embforge import Encoder
+from embforge.cli import main
+from embforge.commands.train import Config
+from embforge.config import from_dict
+from embforge.errors import EmbforgeError
+from embforge.train import run as train_run
+from embforge.train.trainer import EmbeddingTrainer
+
+WORDS = "cat dog bird fish house tree car road city water fire light music game science cell".split()
+
+
+def write_data(path, n=8, negs=3):
+    with path.open("w") as fh:
+        for i in range(n):
+            w = WORDS[i % len(WORDS)]
+            record = {"query": f"the {w}", "pos": [f"a {w} in the house", f"the {w} is big"],
+                      "neg": [f"{w} and the {WORDS[(i + k + 1) % len(WORDS)]} road" for k in range(negs)]}
+            fh.write(json.dumps(record) + "\n")
+    return path
+
+
+def config(model, tmp_path, **kw):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    base = {"model_name_or_path": str(model), "train_data": str(write_data(tmp_path / "train.jsonl")),
+            "output_dir": str(tmp_path / "out"), "per_device_train_batch_size": 4, "max_steps": 3,
+            "learning_rate": 1e-3, "report_to": "none", "use_cpu": True, "save_strategy": "no",
+            "logging_steps": 1, "disable_tqdm": True, "temperature": 0.05, "query_max_len": 16,
+            "passage_max_len": 16}
+    base.update(kw)
+    return from_dict(Config, base)
+
+
+def weights(folder):
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_cli_train_writes_a_model_that_loads_everywhere(tiny_bert, tmp_path, capsys):
+    data = write_data(tmp_path / "train.jsonl")
+    out = tmp_path / "run"
+    code = main(["train", "--model_name_or_path", str(tiny_bert), "--train_data", str(data), "--output_dir",
+                 str(out), "--max_steps", "3", "--per_device_train_batch_size", "4", "--save_steps", "2",
+                 "--report_to", "none", "--use_cpu", "--learning_rate", "1e-3", "--train_group_size", "3",
+                 "--normlized", "true", "--sentence_pooling_method", "cls", "--logging_steps", "1"])
+    assert code == 0, capsys.readouterr().err
+    final = out / "final"
+    enc = Encoder.from_pretrained(out)  # a training output folder resolves to its final model
+    assert enc.config.pooling == "cls"
+    ours = enc.encode(SENTENCES)
+    theirs = SentenceTransformer(str(final), device="cpu").encode(SENTENCES)
+    assert np.abs(ours - theirs).max() <= 1e-5
+    assert not np.allclose(ours, Encoder.from_pretrained(tiny_bert, pooling="cls").encode(SENTENCES), atol=1e-4)
+    AutoModel.from_pretrained(out / "checkpoint-2")  # checkpoints are complete model folders
+    assert not (out / ".staging").exists()
+    report = json.loads((out / "train_report.json").read_text())
+    assert report["global_steps"] == 3 and report["final_loss"] is not None
+    assert (out / "loss.png").stat().st_size > 1000
+
+
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tiny_bert_nodrop, tmp_path, monkeypatch):
+    common = {"max_steps": 6, "save_strategy": "steps", "save_steps": 3, "per_device_train_batch_size": 4,
+              "train_group_size": 2}
+    straight = train_run.train(config(tiny_bert_nodrop, tmp_path / "a", **common))
+
+    original = EmbeddingTrainer.training_step
+
+    def crash_at_step_4(self, *args, **kwargs):
+        if self.state.global_step == 4:
+            raise KeyboardInterrupt("simulated crash")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(EmbeddingTrainer, "training_step", crash_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        train_run.train(config(tiny_bert_nodrop, tmp_path / "b", **common))
+    out_b = tmp_path / "b" / "out"
+    assert (out_b / "checkpoint-3").is_dir() and not (out_b / "final").exists()
+    monkeypatch.setattr(EmbeddingTrainer, "training_step", original)
+    resumed = train_run.train(config(tiny_bert_nodrop, tmp_path / "b", resume_from_checkpoint="last", **common))
+
+    a, b = weights(straight), weights(resumed)
+    base = weights(tiny_bert_nodrop)
+    assert any(not torch.equal(a[k], base[k]) for k in a)
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+
+
+def test_lora_is_merged_at_save_unless_adapter_only(tiny_bert, tmp_path):
+    merged = train_run.train(config(tiny_bert, tmp_path / "m", apply_lora=True, lora_r=4,
+                                    lora_target_modules=["query", "value"]))
+    assert not (merged / "adapter_model.safetensors").exists()
+    w, base = weights(merged), weights(tiny_bert)
+    changed = {k for k in w if not torch.equal(w[k], base[k])}
+    assert changed and all("query" in k or "value" in k for k in changed)
+    ours = Encoder.from_pretrained(merged).encode(SENTENCES)
+    assert np.abs(ours - SentenceTransformer(str(merged), device="cpu").encode(SENTENCES)).max() <= 1e-5
+
+    adapter = train_run.train(config(tiny_bert, tmp_path / "a", apply_lora=True, save_adapter_only=True))
+    assert (adapter / "adapter_model.safetensors").exists()
+
+
+def test_bitfit_changes_only_bias_terms(tiny_bert, tmp_path):
+    out = train_run.train(config(tiny_bert, tmp_path, freezenonbias=True))
+    w, base = weights(out), weights(tiny_bert)
+    changed = {k for k in w if not torch.equal(w[k], base[k])}
+    assert changed and all(k.endswith("bias") for k in changed)
+
+
+def test_gradcache_training_matches_plain_training(tiny_bert_nodrop, tmp_path):
+    plain = train_run.train(config(tiny_bert_nodrop, tmp_path / "p", max_steps=2, optim="sgd"))
+    cached = train_run.train(config(tiny_bert_nodrop, tmp_path / "g", max_steps=2, optim="sgd", gradcache=True,
+                                    chunk_size=3))
+    a, b = weights(plain), weights(cached)
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"fp16": True, "bf16": True}, "fp16"),
+    ({"gradcache": True}, "--gradcache needs --chunk_size"),
+    ({"train_group_size": 9, "strict": True}, "train.jsonl:1: train_group_size=9 needs 8 negatives"),
+    ({"temperature": 0}, "--temperature must be positive"),
+])
+def test_bad_configs_fail_before_training(tiny_bert, tmp_path, overrides, message):
+    with pytest.raises(EmbforgeError, match=message):
+        train_run.train(config(tiny_bert, tmp_path, **overrides))
+    assert not (tmp_path / "out" / "final").exists()
+
+
+def test_unwritable_output_and_unknown_flag(tiny_bert, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(EmbforgeError, match="cannot write to the output folder"):
+        train_run.train(config(tiny_bert, tmp_path, output_dir=str(tmp_path / "file" / "out")))
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--learnig_rate", "1e-4"])
+    assert exc.value.code == 2
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tiny_bert, tmp_path, monkeypatch):
+    from embforge.train.objective import ContrastiveObjective
+
+    original = ContrastiveObjective.__call__
+    calls = {"n": 0}
+
+    def nan_on_third(self, q, p):
+        calls["n"] += 1
+        loss = original(self, q, p)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(ContrastiveObjective, "__call__", nan_on_third)
+    with pytest.raises(EmbforgeError, match="loss became nan at step 3.*checkpoint-2"):
+        train_run.train(config(tiny_bert, tmp_path, save_strategy="steps", save_steps=2))
+    assert (tmp_path / "out" / "checkpoint-2" / "model.safetensors").exists()
+    assert not (tmp_path / "out" / "final").exists()
+
+
+@pytest.mark.e2e
+def test_sanity_test_with_the_default_model(tmp_path):
+    out = train_run.train(from_dict(Config, {"sanity_test": True, "output_dir": str(tmp_path / "s"),
+                                             "report_to": "none", "use_cpu": True, "disable_tqdm": True}))
+    assert (out / "model.safetensors").exists()
+    assert len(list((tmp_path / "s").glob("checkpoint-*"))) == 1
