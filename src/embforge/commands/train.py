@@ -56,6 +56,16 @@ class Config(TrainingArguments):
     lora_target_modules: list[str] | None = option(None, "Module names to adapt; default: peft's choice for the architecture.")
     save_adapter_only: bool = option(False, "Save only the LoRA adapter instead of merging it into the weights.")
     freezenonbias: bool = option(False, "BitFit: train only bias terms.", aliases=("bitfit",))
+    freeze: bool = option(False, "Freeze the backbone: train only the --addxlinear layers (or the biases, "
+                                 "with --freezenonbias).")
+    addxlinear: int = option(0, "Add N trainable Linear(d, d) layers on the pooled vector (SGPT); they start as "
+                                "the identity and are saved as sentence-transformers Dense modules.",
+                             aliases=("add_linear",))
+    linearthenpool: bool = option(False, "Apply the --addxlinear layers to every token state before pooling "
+                                         "instead of to the pooled vector.")
+    useact: bool = option(False, "GELU after each --addxlinear layer (without it the layers stay linear).")
+    asym: bool = option(False, "Asymmetric encoder: separate query and passage towers, both starting from the "
+                               "model; the query tower is saved in query_encoder/.")
     # --- run
     sanity_test: bool = option(False, "Tiny run to check the pipeline: a few records, batch 2, a few steps, one save.")
 

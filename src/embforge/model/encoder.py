@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import os
@@ -16,7 +17,8 @@ from tqdm.auto import tqdm
 
 from ..errors import EmbforgeError
 from ..paths import atomic_dir, resolve_model_path
-from .io import read_model_folder, write_encoder_files
+from .heads import DenseHead, check_layers
+from .io import QUERY_TOWER_DIR, model_root, read_dense_states, read_model_folder, write_encoder_files
 from .pooling import canonical_pooling, pool
 
 logger = logging.getLogger(__name__)
@@ -38,9 +40,14 @@ class EncoderConfig:
     passage_max_len: int = 256
     padding_side: str = "right"
     dims: list[int] | None = None
+    # Dense layers around pooling (SGPT --addxlinear / sentence-transformers Dense), see model/heads.py.
+    dense: list[dict[str, Any]] | None = None
+    # Separate query and passage towers (SGPT --asym); the query tower lives in query_encoder/.
+    asym: bool = False
 
     def __post_init__(self) -> None:
         self.pooling = canonical_pooling(self.pooling)
+        self.dense = check_layers(self.dense)
         if self.padding_side not in ("left", "right"):
             raise EmbforgeError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
         for name in ("query_max_len", "passage_max_len"):
@@ -60,11 +67,21 @@ class Encoder(nn.Module):
     ``forward`` keeps the autograd graph (training); ``encode`` is the inference path.
     """
 
-    def __init__(self, backbone: nn.Module, tokenizer: Any, config: EncoderConfig | None = None):
+    def __init__(self, backbone: nn.Module, tokenizer: Any, config: EncoderConfig | None = None,
+                 query_backbone: nn.Module | None = None):
         super().__init__()
         self.backbone = backbone
         self.tokenizer = tokenizer
         self.config = config or EncoderConfig()
+        if self.config.asym and query_backbone is None:
+            query_backbone = copy.deepcopy(backbone)
+        self.config.asym = query_backbone is not None
+        # Asymmetric encoders (SGPT --asym): queries go through this tower, passages through ``backbone``.
+        self.query_backbone = query_backbone
+        self.head: DenseHead | None = None
+        if self.config.dense:
+            self.head = DenseHead(self.config.dense)
+            self.head.reset_to_identity()
         if self.tokenizer.pad_token_id is None:
             # Decoder tokenizers often have no pad token; any id works since the mask hides it.
             fallback = self.tokenizer.eos_token or self.tokenizer.unk_token
@@ -82,7 +99,7 @@ class Encoder(nn.Module):
         """
         from transformers import AutoModel, AutoTokenizer
 
-        folder = resolve_model_path(name_or_path)
+        folder = model_root(resolve_model_path(name_or_path))
         backbone_dir, settings, _ = read_model_folder(folder)
         try:
             tokenizer = AutoTokenizer.from_pretrained(backbone_dir)
@@ -98,7 +115,20 @@ class Encoder(nn.Module):
         unknown = set(settings) - known
         if unknown:
             raise EmbforgeError(f"unknown encoder setting(s): {', '.join(sorted(unknown))}")
-        encoder = cls(backbone, tokenizer, EncoderConfig(**settings))
+        config = EncoderConfig(**settings)
+        query_backbone = None
+        query_dir = folder / QUERY_TOWER_DIR
+        # asym=True as an override on a one-tower folder: the query tower starts as a copy (in __init__).
+        if config.asym and (query_dir.exists() or not overrides.get("asym")):
+            try:
+                query_backbone = AutoModel.from_pretrained(query_dir, **({"dtype": dtype} if dtype else {}))
+            except (OSError, ValueError) as exc:
+                raise EmbforgeError(f"{query_dir}: cannot load the query tower of this asymmetric model: {exc}") from exc
+        encoder = cls(backbone, tokenizer, config, query_backbone=query_backbone)
+        if encoder.head is not None:
+            states = read_dense_states(folder)
+            if states or not overrides.get("dense"):
+                encoder.head.load_layer_states(states, str(folder))
         encoder.name_or_path = str(folder)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return encoder.to(device)
@@ -118,9 +148,41 @@ class Encoder(nn.Module):
 
     def save_to(self, folder: Path) -> None:
         """Write into an existing (temporary) folder; ``save`` wraps this in an atomic rename."""
+        folder = Path(folder)
         self.backbone.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
-        write_encoder_files(folder, dataclasses.asdict(self.config), self.hidden_size)
+        if self.query_backbone is not None:
+            self.query_backbone.save_pretrained(folder / QUERY_TOWER_DIR)
+            self.tokenizer.save_pretrained(folder / QUERY_TOWER_DIR)
+        states = self.head.layer_states() if self.head is not None else None
+        write_encoder_files(folder, dataclasses.asdict(self.config), self.hidden_size, states)
+
+    def load_extra_weights(self, folder: str | os.PathLike) -> None:
+        """Restore what lives beside the main backbone in a saved folder: the dense head and the query
+        tower. Resuming from a checkpoint needs this on top of the backbone's own weights."""
+        folder = Path(folder)
+        if self.head is not None:
+            self.head.load_layer_states(read_dense_states(folder), str(folder))
+        if self.query_backbone is not None:
+            load_backbone_weights(self.query_backbone, folder / QUERY_TOWER_DIR)
+
+    # ------------------------------------------------------------------ architecture changes for training
+    def add_dense_head(self, layers: list[dict[str, Any]]) -> DenseHead:
+        """Put new dense layers (identity-initialised) on the encoder; the config records them."""
+        self.config.dense = check_layers(layers)
+        self.head = DenseHead(self.config.dense).to(self.device)
+        self.head.reset_to_identity()
+        return self.head
+
+    def make_asymmetric(self) -> None:
+        """Split into a query and a passage tower, both starting as copies of the current backbone."""
+        if self.query_backbone is None:
+            self.query_backbone = copy.deepcopy(self.backbone)
+        self.config.asym = True
+
+    def towers(self) -> list[nn.Module]:
+        """The backbones: one, or the passage and the query tower."""
+        return [self.backbone] + ([self.query_backbone] if self.query_backbone is not None else [])
 
     # ------------------------------------------------------------------ properties
     @property
@@ -129,7 +191,7 @@ class Encoder(nn.Module):
 
     @property
     def embedding_dim(self) -> int:
-        return self.hidden_size
+        return self.head.out_dim if self.head is not None else self.hidden_size
 
     @property
     def device(self) -> torch.device:
@@ -183,8 +245,13 @@ class Encoder(nn.Module):
     def forward(self, features: dict[str, torch.Tensor], is_query: bool = False) -> torch.Tensor:
         """Pooled (and, if configured, L2-normalised) embeddings with the autograd graph kept."""
         features = {k: v.to(self.device) for k, v in features.items()}
-        hidden = self.backbone(**features).last_hidden_state
+        tower = self.query_backbone if is_query and self.query_backbone is not None else self.backbone
+        hidden = tower(**features).last_hidden_state
+        if self.head is not None:
+            hidden = self.head.tokens(hidden)
         emb = pool(hidden, features["attention_mask"], self.config.pooling)
+        if self.head is not None:
+            emb = self.head.pooled(emb)
         if self.config.normalize:
             emb = nn.functional.normalize(emb, p=2, dim=-1)
         return emb
@@ -242,3 +309,22 @@ class Encoder(nn.Module):
 
     def encode_corpus(self, passages: Sequence[str], **kwargs: Any) -> np.ndarray:
         return self.encode(passages, is_query=False, **kwargs)
+
+
+def load_backbone_weights(backbone: nn.Module, folder: Path) -> None:
+    """Load a saved backbone's weights (full ``model.safetensors`` or a peft adapter) into ``backbone``."""
+    from safetensors.torch import load_file
+
+    adapter = folder / "adapter_model.safetensors"
+    if adapter.exists():
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(backbone, load_file(adapter))
+        return
+    weights = folder / "model.safetensors"
+    if not weights.exists():
+        raise EmbforgeError(f"{folder}: no model.safetensors or adapter_model.safetensors to load")
+    missing, unexpected = backbone.load_state_dict(load_file(weights), strict=False)
+    missing = [k for k in missing if "position_ids" not in k]
+    if missing or unexpected:
+        raise EmbforgeError(f"{weights}: does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")

@@ -3,6 +3,27 @@
 One folder serves three readers: ``AutoModel``/``AutoTokenizer`` (backbone files at the top level),
 sentence-transformers (modules.json and its module folders) and embforge (``embforge.json``, which
 holds what neither of the others can express, such as separate query and passage lengths).
+
+Layout::
+
+    config.json, model.safetensors, tokenizer*   the backbone (the passage tower when asymmetric)
+    embforge.json                                 EncoderConfig (pooling, lengths, dense, asym, ...)
+    modules.json                                  sentence-transformers pipeline, in this order:
+        0  Transformer at ""   or, asymmetric, Router at "" (router_config.json)
+        k_Dense/               dense layers on token states (SGPT --linearthenpool)
+        k_Pooling/
+        k_Dense/               dense layers on the pooled vector (SGPT --addxlinear)
+        k_Normalize/           when normalising
+    query_encoder/                                asymmetric only: the query tower (AutoModel folder
+                                                  with its own copy of the tokenizer)
+
+Dense folders hold ``config.json`` + ``model.safetensors`` (``linear.weight``/``linear.bias``) as
+sentence-transformers 6.2 writes them; they are also where embforge reads the head's weights from, so
+there is one copy. Token-level layers use Dense's ``module_input_name="token_embeddings"``, which
+sentence-transformers 5+ understands, so every layout above loads in ``SentenceTransformer`` with the
+same vectors; an asymmetric folder routes ``encode_query`` to ``query_encoder/`` and
+``encode``/``encode_document`` to the top-level tower. ``AutoModel`` on the folder gives the passage
+tower, on ``query_encoder/`` the query tower.
 """
 
 from __future__ import annotations
@@ -13,10 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EmbforgeError
+from .heads import activation_name, st_activation_name
 from .pooling import canonical_pooling
 
 EMBFORGE_FILE = "embforge.json"
 FORMAT_VERSION = 1
+QUERY_TOWER_DIR = "query_encoder"
+_ST_TYPE = "sentence_transformers.models."
 
 _ST_POOLING_KEYS = {
     "cls": "pooling_mode_cls_token",
@@ -58,6 +82,46 @@ def _st_pooling_mode(cfg: dict[str, Any], path: Path) -> str:
     return mode
 
 
+def _st_dense_layer(path: Path, before_pooling: bool) -> dict[str, Any]:
+    """One head layer from a sentence-transformers Dense config (weights are read by ``read_dense_states``)."""
+    cfg = _read_json(path)
+    if cfg.get("use_residual"):
+        raise EmbforgeError(f"{path}: Dense with use_residual is not supported")
+    source = cfg.get("module_input_name", "sentence_embedding")
+    target = cfg.get("module_output_name") or source
+    if source != target or source not in ("sentence_embedding", "token_embeddings"):
+        raise EmbforgeError(f"{path}: Dense from {source!r} to {target!r} is not supported "
+                            "(only token_embeddings or sentence_embedding in place)")
+    on_tokens = source == "token_embeddings"
+    if on_tokens != before_pooling:
+        where = "before" if before_pooling else "after"
+        raise EmbforgeError(f"{path}: a Dense on {source} {where} Pooling is not supported")
+    return {"in_features": int(cfg["in_features"]), "out_features": int(cfg["out_features"]),
+            "bias": bool(cfg.get("bias", True)), "activation": activation_name(cfg.get("activation_function")),
+            "on_tokens": on_tokens}
+
+
+def read_dense_states(folder: Path) -> list[dict[str, Any]]:
+    """Weights of the Dense modules listed in ``folder/modules.json``, in pipeline order."""
+    import torch
+    from safetensors.torch import load_file
+
+    if not (folder / "modules.json").exists():
+        return []
+    states = []
+    for module in _read_json(folder / "modules.json"):
+        if str(module.get("type", "")).rsplit(".", 1)[-1] != "Dense":
+            continue
+        sub = folder / module.get("path", "")
+        if (sub / "model.safetensors").exists():
+            states.append(load_file(sub / "model.safetensors"))
+        elif (sub / "pytorch_model.bin").exists():
+            states.append(torch.load(sub / "pytorch_model.bin", map_location="cpu", weights_only=True))
+        else:
+            raise EmbforgeError(f"{sub}: no model.safetensors or pytorch_model.bin for this Dense module")
+    return states
+
+
 def read_sentence_transformers(folder: Path) -> tuple[Path, dict[str, Any]]:
     """Backbone folder and encoder settings read from a sentence-transformers model folder."""
     modules = _read_json(folder / "modules.json")
@@ -79,6 +143,8 @@ def read_sentence_transformers(folder: Path) -> tuple[Path, dict[str, Any]]:
             settings["pooling"] = _st_pooling_mode(_read_json(sub / "config.json"), sub / "config.json")
         elif kind == "Normalize":
             settings["normalize"] = True
+        elif kind == "Dense":
+            settings.setdefault("dense", []).append(_st_dense_layer(sub / "config.json", "pooling" not in settings))
         else:
             raise EmbforgeError(f"{folder / 'modules.json'}: module type {module.get('type')!r} is not supported yet")
     st_cfg = folder / "config_sentence_transformers.json"
@@ -89,10 +155,16 @@ def read_sentence_transformers(folder: Path) -> tuple[Path, dict[str, Any]]:
     return backbone, settings
 
 
+def model_root(folder: Path) -> Path:
+    """The model folder itself, or the final model inside an ``embforge train`` output folder."""
+    if not (folder / "config.json").exists() and (folder / "final" / EMBFORGE_FILE).exists():
+        return folder / "final"
+    return folder
+
+
 def read_model_folder(folder: Path) -> tuple[Path, dict[str, Any], bool]:
     """Return (backbone folder, encoder settings, is_embforge) for any supported folder layout."""
-    if not (folder / "config.json").exists() and (folder / "final" / EMBFORGE_FILE).exists():
-        folder = folder / "final"  # an `embforge train` output folder: its final model
+    folder = model_root(folder)
     if (folder / EMBFORGE_FILE).exists():
         data = _read_json(folder / EMBFORGE_FILE)
         data.pop("format_version", None)
@@ -108,24 +180,51 @@ def read_model_folder(folder: Path) -> tuple[Path, dict[str, Any], bool]:
     )
 
 
-def write_encoder_files(folder: Path, settings: dict[str, Any], hidden_size: int) -> None:
-    """Write embforge.json and the sentence-transformers description of the same encoder."""
+def write_encoder_files(folder: Path, settings: dict[str, Any], hidden_size: int,
+                        dense_states: list[dict[str, Any]] | None = None) -> None:
+    """Write embforge.json and the sentence-transformers description of the same encoder.
+
+    The backbone(s) and tokenizer are written by the caller; ``dense_states`` are the head's layer
+    weights, one per ``settings["dense"]`` entry, written as Dense modules.
+    """
     _write_json(folder / EMBFORGE_FILE, {"format_version": FORMAT_VERSION, **settings})
-    pooling = canonical_pooling(settings["pooling"])
-    modules = [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-    ]
+    layers = settings.get("dense") or []
+    states = dense_states or []
+    if len(states) != len(layers):
+        raise EmbforgeError(f"{len(layers)} dense layer(s) configured but {len(states)} weight set(s) given")
+    asym = bool(settings.get("asym"))
+    modules: list[dict[str, Any]] = []
+
+    def add(kind: str, path: str | None = None) -> Path:
+        idx = len(modules)
+        path = f"{idx}_{kind}" if path is None else path
+        modules.append({"idx": idx, "name": str(idx), "path": path, "type": _ST_TYPE + kind})
+        return folder / path
+
+    if asym:
+        add("Router", "")
+        _write_router(folder, settings)
+    else:
+        add("Transformer", "")
+    pooled_width = hidden_size
+    for layer, state in zip(layers, states):
+        if layer["on_tokens"]:
+            _write_dense(add("Dense"), layer, state)
+            pooled_width = layer["out_features"]
+    pooling_dir = add("Pooling")
+    for layer, state in zip(layers, states):
+        if not layer["on_tokens"]:
+            _write_dense(add("Dense"), layer, state)
     if settings.get("normalize"):
-        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
-        (folder / "2_Normalize").mkdir(exist_ok=True)
+        add("Normalize").mkdir(exist_ok=True)
     _write_json(folder / "modules.json", modules)
     # Both the legacy boolean keys and the newer single key, so old and new releases read it alike.
-    pooling_cfg: dict[str, Any] = {"word_embedding_dimension": hidden_size}
+    pooling = canonical_pooling(settings["pooling"])
+    pooling_cfg: dict[str, Any] = {"word_embedding_dimension": pooled_width}
     pooling_cfg |= {key: mode == pooling for mode, key in _ST_POOLING_KEYS.items()}
     pooling_cfg |= {"pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False,
                     "pooling_mode": pooling, "include_prompt": True}
-    _write_json(folder / "1_Pooling" / "config.json", pooling_cfg)
+    _write_json(pooling_dir / "config.json", pooling_cfg)
     _write_json(folder / "sentence_bert_config.json",
                 {"max_seq_length": int(settings["passage_max_len"]), "do_lower_case": False})
     _write_json(folder / "config_sentence_transformers.json", {
@@ -134,6 +233,35 @@ def write_encoder_files(folder: Path, settings: dict[str, Any], hidden_size: int
         "default_prompt_name": None,
         "similarity_fn_name": "cosine",
     })
+
+
+def _write_dense(sub: Path, layer: dict[str, Any], state: dict[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    side = "token_embeddings" if layer["on_tokens"] else "sentence_embedding"
+    _write_json(sub / "config.json", {
+        "in_features": layer["in_features"], "out_features": layer["out_features"], "bias": layer["bias"],
+        "activation_function": st_activation_name(layer["activation"]),
+        "module_input_name": side, "module_output_name": side,
+    })
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(sub / "model.safetensors"),
+              metadata={"format": "pt"})
+
+
+def _write_router(folder: Path, settings: dict[str, Any]) -> None:
+    """Route sentence-transformers' queries to ``query_encoder/`` and everything else to the top level.
+
+    The document route's Transformer sits at ``.`` so the top-level backbone files serve AutoModel and
+    sentence-transformers alike; each tower has its own sentence_bert_config.json (its max length).
+    """
+    transformer = _ST_TYPE + "Transformer"
+    _write_json(folder / "router_config.json", {
+        "types": {QUERY_TOWER_DIR: transformer, ".": transformer},
+        "structure": {"query": [QUERY_TOWER_DIR], "document": ["."]},
+        "parameters": {"default_route": "document", "allow_empty_key": True, "route_mappings": {}},
+    })
+    _write_json(folder / QUERY_TOWER_DIR / "sentence_bert_config.json",
+                {"max_seq_length": int(settings["query_max_len"]), "do_lower_case": False})
 
 
 def _version() -> str:

@@ -9,6 +9,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..data import load_records
 from ..data.records import RetrievalRecord
 from ..errors import EmbforgeError
@@ -16,7 +18,7 @@ from ..model import Encoder
 from ..paths import atomic_write_bytes
 from .distributed import world
 from .objective import ContrastiveObjective
-from .peft_modes import apply_parameter_efficiency, finalize_for_saving
+from .peft_modes import apply_parameter_efficiency, finalize_for_saving, validate_architecture_options
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ def validate(cfg: Any) -> None:
         raise EmbforgeError(f"--temperature must be positive, got {cfg.temperature}")
     if cfg.apply_lora and cfg.freezenonbias:
         raise EmbforgeError("--apply_lora and --freezenonbias are two different ways to train few weights: pick one")
+    validate_architecture_options(cfg)
     out = Path(cfg.output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -78,6 +81,14 @@ def build_encoder(cfg: Any) -> Encoder:
     return Encoder.from_pretrained(cfg.model_name_or_path, device="cpu", **overrides)
 
 
+def freeze_unused_heads(encoder: Encoder) -> None:
+    """BERT's pooler feeds no embedding; left trainable it gets no gradient and breaks DDP's reducer."""
+    for tower in encoder.towers():  # both towers of an --asym encoder
+        pooler = getattr(tower, "pooler", None)
+        if isinstance(pooler, torch.nn.Module):
+            pooler.requires_grad_(False)
+
+
 def train(cfg: Any) -> Path:
     """Train and save; returns the folder of the final model (``OUTPUT_DIR/final``)."""
     from .trainer import EmbeddingTrainer
@@ -86,8 +97,10 @@ def train(cfg: Any) -> Path:
     records = load_training_records(cfg)
     encoder = build_encoder(cfg)
     apply_parameter_efficiency(encoder, cfg)
+    freeze_unused_heads(encoder)
     if cfg.gradient_checkpointing:
-        encoder.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        for tower in encoder.towers():
+            tower.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         cfg.gradient_checkpointing = False  # done above; the Trainer would look for it on the Encoder
     objective = ContrastiveObjective(temperature=cfg.temperature, group_size=cfg.train_group_size,
                                      cross_device=cfg.negatives_cross_device, in_batch=cfg.use_inbatch_neg,

@@ -105,6 +105,10 @@ class EmbeddingTrainer(Trainer):
             # Every process must hold the same number of queries for the gathered loss to be valid.
             drop_last=self.args.dataloader_drop_last or self.objective.cross_device,
             num_replicas=size, rank=rank)
+        if len(self.sampler) == 0:
+            raise EmbforgeError(
+                f"no full batch of {self.args.per_device_train_batch_size * size} records without duplicate texts "
+                f"can be formed from {len(self.records)} records; use a smaller batch or more data")
         loader = DataLoader(self.dataset, batch_sampler=self.sampler, collate_fn=self.collator,
                             num_workers=self.args.dataloader_num_workers)
         loader = self.accelerator.prepare(loader)
@@ -189,6 +193,7 @@ class EmbeddingTrainer(Trainer):
             from peft import set_peft_model_state_dict
 
             set_peft_model_state_dict(backbone, load_file(adapter))
+            self.encoder.load_extra_weights(folder)  # dense head, query tower
             return
         weights = folder / "model.safetensors"
         if not weights.exists():
@@ -198,3 +203,4 @@ class EmbeddingTrainer(Trainer):
         missing = [k for k in missing if "position_ids" not in k]
         if missing or unexpected:
             raise EmbforgeError(f"{weights}: does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        self.encoder.load_extra_weights(folder)  # dense head, query tower
