@@ -124,7 +124,8 @@ def test_gradcache_training_matches_plain_training(tiny_bert_nodrop, tmp_path):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"fp16": True, "bf16": True}, "fp16"),
+    ({"fp16": True, "bf16": True}, "--fp16 and --bf16 conflict"),
+    ({"deepspeed": "ds.json"}, "--deepspeed needs the deepspeed package"),
     ({"gradcache": True}, "--gradcache needs --chunk_size"),
     ({"train_group_size": 9, "strict": True}, "train.jsonl:1: train_group_size=9 needs 8 negatives"),
     ({"temperature": 0}, "--temperature must be positive"),

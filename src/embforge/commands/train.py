@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from transformers import TrainingArguments
 
 from ..config import option
+from ..errors import EmbforgeError
 
 HELP = "Fine-tune an embedding model contrastively (InfoNCE, in-batch + hard negatives)."
 
@@ -79,6 +80,14 @@ class Config(TrainingArguments):
             self.save_steps = self.max_steps
             self.logging_steps = 1
             self.max_examples = min(self.max_examples or 16, 16)
+        if self.fp16 and self.bf16:
+            raise EmbforgeError("--fp16 and --bf16 conflict: pick one precision")
+        if self.deepspeed:
+            import importlib.util
+
+            if importlib.util.find_spec("deepspeed") is None:
+                raise EmbforgeError("--deepspeed needs the deepspeed package (pip install deepspeed), "
+                                    "which is not installed here")
         if self.remove_unused_columns:
             self.remove_unused_columns = False  # batches are dicts of tokenised sides, not model kwargs
         super().__post_init__()
