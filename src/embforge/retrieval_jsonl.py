@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .data.jsonl import iter_dicts
 from .errors import EmbforgeError, where
 
 
@@ -33,24 +34,15 @@ def read_query_jsonl(path: str | Path, need_pos: bool = True) -> list[dict[str, 
     if not path.is_file():
         raise EmbforgeError(f"{path}: input file not found")
     records: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise EmbforgeError(f"{where(path, n)}: invalid JSON: {exc.msg}") from exc
-            if not isinstance(obj, dict):
-                raise EmbforgeError(f"{where(path, n)}: expected a JSON object with query, pos and neg")
-            if not isinstance(obj.get("query"), str):
-                raise EmbforgeError(f"{where(path, n)}: missing field 'query' (expected a string)")
-            obj["pos"] = _string_list(obj, "pos", path, n, required=need_pos)
-            if need_pos and not obj["pos"]:
-                raise EmbforgeError(f"{where(path, n)}: 'pos' is empty (expected at least one positive text)")
-            if "neg" in obj:
-                obj["neg"] = _string_list(obj, "neg", path, n, required=False)
-            records.append(obj)
+    for n, obj in iter_dicts(path, expected="a JSON object with query, pos and neg"):
+        if not isinstance(obj.get("query"), str):
+            raise EmbforgeError(f"{where(path, n)}: missing field 'query' (expected a string)")
+        obj["pos"] = _string_list(obj, "pos", path, n, required=need_pos)
+        if need_pos and not obj["pos"]:
+            raise EmbforgeError(f"{where(path, n)}: 'pos' is empty (expected at least one positive text)")
+        if "neg" in obj:
+            obj["neg"] = _string_list(obj, "neg", path, n, required=False)
+        records.append(obj)
     if not records:
         raise EmbforgeError(f"{path}: no records (expected JSONL lines with query, pos and neg)")
     return records

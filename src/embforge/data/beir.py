@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import EmbforgeError, where
+from .jsonl import iter_dicts
 from .problems import BadRecord, BadRecords
 from .records import RetrievalRecord
 
@@ -25,17 +25,7 @@ class BeirSplit:
 def _jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     if not path.is_file():
         raise EmbforgeError(f"{path}: file not found")
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise EmbforgeError(f"{where(path, n)}: invalid JSON: {exc.msg}") from exc
-            if not isinstance(obj, dict):
-                raise EmbforgeError(f"{where(path, n)}: expected a JSON object")
-            yield n, obj
+    return iter_dicts(path)
 
 
 def _field(obj: dict, key: str, path: Path, n: int, default: str | None = None) -> str:

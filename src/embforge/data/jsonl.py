@@ -43,6 +43,14 @@ def iter_objects(path: Path, bad: BadRecords) -> Iterator[tuple[int, Any]]:
             bad.handle(BadRecord(where(path, n), f"invalid JSON: {exc.msg} (column {exc.colno})"))
 
 
+def iter_dicts(path: Path, expected: str = "a JSON object") -> Iterator[tuple[int, dict]]:
+    """(line number, object) for every non-blank line; the first malformed line is an error."""
+    for n, obj in iter_objects(path, BadRecords(skip=False)):
+        if not isinstance(obj, dict):
+            raise EmbforgeError(f"{where(path, n)}: expected {expected}")
+        yield n, obj
+
+
 def first_object(path: Path) -> Any:
     """The first parseable line, for format detection; None when the file has none."""
     with open_checked(path) as fh:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import EmbforgeError, where
+from .jsonl import iter_dicts
 
 
 def read_texts(path: str | Path, field: str = "text") -> tuple[list[str], list[str] | None]:
@@ -18,34 +18,28 @@ def read_texts(path: str | Path, field: str = "text") -> tuple[list[str], list[s
         raise EmbforgeError(f"{path}: input file not found")
     texts: list[str] = []
     ids: list[str] = []
-    is_jsonl = path.suffix.lower() in (".jsonl", ".json")
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            line = line.rstrip("\r\n")
-            if not is_jsonl:
-                texts.append(line)
-                continue
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise EmbforgeError(f"{where(path, n)}: invalid JSON: {exc.msg}") from exc
-            if not isinstance(obj, dict):
-                raise EmbforgeError(f"{where(path, n)}: expected a JSON object with field {field!r}")
-            if field == "title+text":
-                title, text = obj.get("title") or "", obj.get("text")
-                value = f"{title} {text}".strip() if title else text
-            else:
-                value = obj.get(field)
-            if value is None:
-                raise EmbforgeError(f"{where(path, n)}: missing field {field!r} (use --field to pick another)")
-            if not isinstance(value, str):
-                raise EmbforgeError(f"{where(path, n)}: field {field!r} must be a string, got {type(value).__name__}")
-            texts.append(value)
-            doc_id = obj.get("_id", obj.get("id"))
-            if doc_id is not None:
-                ids.append(str(doc_id))
+    if path.suffix.lower() not in (".jsonl", ".json"):
+        with path.open(encoding="utf-8") as fh:
+            texts = [line.rstrip("\r\n") for line in fh]
+        return _nonempty(path, texts), None
+    for n, obj in iter_dicts(path, expected=f"a JSON object with field {field!r}"):
+        if field == "title+text":
+            title, text = obj.get("title") or "", obj.get("text")
+            value = f"{title} {text}".strip() if title else text
+        else:
+            value = obj.get(field)
+        if value is None:
+            raise EmbforgeError(f"{where(path, n)}: missing field {field!r} (use --field to pick another)")
+        if not isinstance(value, str):
+            raise EmbforgeError(f"{where(path, n)}: field {field!r} must be a string, got {type(value).__name__}")
+        texts.append(value)
+        doc_id = obj.get("_id", obj.get("id"))
+        if doc_id is not None:
+            ids.append(str(doc_id))
+    return _nonempty(path, texts), (ids if len(ids) == len(texts) else None)
+
+
+def _nonempty(path: Path, texts: list[str]) -> list[str]:
     if not texts:
         raise EmbforgeError(f"{path}: the input is empty (expected at least one text)")
-    return texts, (ids if len(ids) == len(texts) else None)
+    return texts

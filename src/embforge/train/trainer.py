@@ -25,6 +25,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..data.sampling import NoDuplicateBatchSampler
 from ..errors import EmbforgeError
+from ..model.encoder import load_backbone_weights
 from .batches import GroupCollator, GroupDataset
 from .distributed import world
 from .gradcache import gradcache_step
@@ -184,23 +185,6 @@ class EmbeddingTrainer(Trainer):
         self.accelerator.wait_for_everyone()
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        from safetensors.torch import load_file
-
         folder = Path(resume_from_checkpoint)
-        backbone = self.encoder.backbone
-        adapter = folder / "adapter_model.safetensors"
-        if adapter.exists():
-            from peft import set_peft_model_state_dict
-
-            set_peft_model_state_dict(backbone, load_file(adapter))
-            self.encoder.load_extra_weights(folder)  # dense head, query tower
-            return
-        weights = folder / "model.safetensors"
-        if not weights.exists():
-            raise EmbforgeError(f"{folder}: no model.safetensors or adapter_model.safetensors to resume from")
-        missing, unexpected = backbone.load_state_dict(load_file(weights), strict=False)
-        # Tied or non-persistent buffers may be absent from the file; real weights must all be there.
-        missing = [k for k in missing if "position_ids" not in k]
-        if missing or unexpected:
-            raise EmbforgeError(f"{weights}: does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        load_backbone_weights(self.encoder.backbone, folder)
         self.encoder.load_extra_weights(folder)  # dense head, query tower
