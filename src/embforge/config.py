@@ -89,11 +89,18 @@ def _convert(value: Any, tp: Any, name: str, source: str) -> Any:
         raise EmbforgeError(f"{source}: {name} expects {'a list of ' if is_list else ''}{want}, got {value!r}") from exc
 
 
+def field_aliases(cls: type, f: dataclasses.Field) -> tuple[str, ...]:
+    """A field's other spellings: its own metadata, plus ``cls.EXTRA_ALIASES`` for inherited fields
+    (such as TrainingArguments') whose metadata we do not own."""
+    extra = tuple(a for a, name in getattr(cls, "EXTRA_ALIASES", {}).items() if name == f.name)
+    return tuple(f.metadata.get("aliases", ())) + extra
+
+
 def alias_map(cls: type) -> dict[str, str]:
     """Every accepted spelling (field name and aliases, dashes or underscores) -> field name."""
     out: dict[str, str] = {}
     for f in dataclasses.fields(cls):
-        for spelling in (f.name, *f.metadata.get("aliases", ())):
+        for spelling in (f.name, *field_aliases(cls, f)):
             out[spelling] = f.name
             out[spelling.replace("_", "-")] = f.name
     return out
@@ -140,10 +147,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _help_text(field: dataclasses.Field) -> str:
+def _help_text(field: dataclasses.Field, aliases: tuple[str, ...]) -> str:
     default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
     text = field.metadata.get("help", "")
-    aliases = field.metadata.get("aliases", ())
     extra = f" Aliases: {', '.join('--' + a for a in aliases)}." if aliases else ""
     return f"{text} (default: {default!r}){extra}".replace("%", "%%")
 
@@ -156,8 +162,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, .
         if f.name in skip:
             continue
         inner, is_list = _base_type(hints[f.name])
-        flags = [f"--{f.name}"] + [f"--{a}" for a in f.metadata.get("aliases", ()) if a != f.name]
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": _help_text(f)}
+        aliases = field_aliases(cls, f)
+        flags = [f"--{f.name}"] + [f"--{a}" for a in aliases if a != f.name]
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": _help_text(f, aliases)}
         if is_list:
             kwargs["nargs"] = "+"
         elif inner is bool:

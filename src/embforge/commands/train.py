@@ -19,6 +19,10 @@ HELP = "Fine-tune an embedding model contrastively (InfoNCE, in-batch + hard neg
 
 @dataclass
 class Config(TrainingArguments):
+    # Spellings of inherited TrainingArguments fields used by the reference scripts; transformers 5
+    # folded warmup_ratio into warmup_steps (a value below 1 is a ratio).
+    EXTRA_ALIASES = {"warmup_ratio": "warmup_steps", "lr": "learning_rate", "epochs": "num_train_epochs"}
+
     # --- model
     model_name_or_path: str | None = option(None, "Model folder to start from; default: the embedded all-MiniLM-L6-v2.",
                                             aliases=("model", "model_name"))
