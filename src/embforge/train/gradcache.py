@@ -57,15 +57,15 @@ def gradcache_step(embed: Callable[[Features, bool], torch.Tensor], queries: Fea
     it, so gradients are synchronised once per step. ``loss_scale`` divides for gradient
     accumulation.
     """
-    sides = [(c, True) for c in split_features(queries, chunk_size)]
-    sides += [(c, False) for c in split_features(passages, chunk_size)]
+    query_chunks = split_features(queries, chunk_size)
+    sides = [(c, True) for c in query_chunks] + [(c, False) for c in split_features(passages, chunk_size)]
 
     reps, states = [], []
     with torch.no_grad():
         for features, is_query in sides:
             states.append(_RngState())
             reps.append(embed(features, is_query))
-    n_q = len(split_features(queries, chunk_size))
+    n_q = len(query_chunks)
     q = torch.cat(reps[:n_q]).detach().requires_grad_(True)
     p = torch.cat(reps[n_q:]).detach().requires_grad_(True)
     loss = loss_fn(q, p)
