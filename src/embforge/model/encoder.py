@@ -131,7 +131,7 @@ class Encoder(nn.Module):
                 encoder.head.load_layer_states(states, str(folder))
         encoder.name_or_path = str(folder)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return encoder.to(device)
+        return encoder.to(device).eval()  # like from_pretrained in transformers: training opts in
 
     @staticmethod
     def _defaults_for(model_config: Any, tokenizer: Any) -> dict[str, Any]:
