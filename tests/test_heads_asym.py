@@ -9,38 +9,20 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
+from test_train import config
 from tiny import SENTENCES
 from transformers import AutoModel
 
 from embforge import Encoder
-from embforge.commands.train import Config
-from embforge.config import from_dict
 from embforge.errors import EmbforgeError
 from embforge.model.heads import DenseHead, sgpt_layers
 from embforge.train import run as train_run
 from embforge.train.trainer import EmbeddingTrainer
 
-WORDS = "cat dog bird fish house tree car road city water fire light music game science cell".split()
-
-
-def write_data(path, n=8):
-    with path.open("w") as fh:
-        for i in range(n):
-            w = WORDS[i % len(WORDS)]
-            fh.write(json.dumps({"query": f"the {w}", "pos": [f"a {w} in the house"],
-                                 "neg": [f"{w} and the {WORDS[(i + 1) % len(WORDS)]} road"]}) + "\n")
-    return path
-
 
 def train_config(model, tmp_path, **kw):
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    base = {"model_name_or_path": str(model), "train_data": str(write_data(tmp_path / "train.jsonl")),
-            "output_dir": str(tmp_path / "out"), "per_device_train_batch_size": 4, "max_steps": 2,
-            "learning_rate": 1e-2, "report_to": "none", "use_cpu": True, "save_strategy": "no",
-            "logging_steps": 1, "disable_tqdm": True, "temperature": 0.05, "query_max_len": 16,
-            "passage_max_len": 16}
-    base.update(kw)
-    return from_dict(Config, base)
+    """test_train's tiny run, with a higher learning rate so a 2-step run visibly moves a head."""
+    return config(model, tmp_path, **{"max_steps": 2, "learning_rate": 1e-2, **kw})
 
 
 def randomize(module, seed=0):
