@@ -26,7 +26,7 @@ FINAL_DIR = "final"
 
 
 def sanity_data() -> Path:
-    """16 SciFact train queries with mined negatives, shipped in the package for --sanity_test."""
+    """16 SciFact train queries, each with 3 random corpus negatives, shipped in the package for --sanity_test."""
     return Path(str(resources.files("embforge") / "resources" / "sanity.jsonl"))
 
 

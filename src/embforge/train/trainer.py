@@ -11,7 +11,6 @@ What it changes, and why:
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import shutil
@@ -31,7 +30,6 @@ from .distributed import world
 from .gradcache import gradcache_step
 from .objective import ContrastiveObjective
 
-logger = logging.getLogger(__name__)
 
 
 class _EpochCallback(TrainerCallback):
