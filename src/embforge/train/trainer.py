@@ -31,7 +31,6 @@ from .gradcache import gradcache_step
 from .objective import ContrastiveObjective
 
 
-
 class _EpochCallback(TrainerCallback):
     """Tell the sampler and the dataset which epoch is starting (also after a resume mid-epoch)."""
 
