@@ -40,7 +40,7 @@ def load(folder: Path, limit: int):
 
 
 def run_embforge(records, pool, n, batch_size, use_cache):
-    from embforge.mine import mine_negatives
+    from embforge.mining import mine_negatives
     from embforge.model import Encoder
 
     t0 = time.perf_counter()

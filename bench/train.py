@@ -190,9 +190,9 @@ def embforge_trainer(pairs, batch_size: int, max_len: int, max_steps: int, out: 
     from embforge.commands.train import Config
     from embforge.config import from_dict
     from embforge.data.records import RetrievalRecord
-    from embforge.train.objective import ContrastiveObjective
-    from embforge.train.run import build_encoder, validate
-    from embforge.train.trainer import EmbeddingTrainer
+    from embforge.training.objective import ContrastiveObjective
+    from embforge.training.run import build_encoder, validate
+    from embforge.training.trainer import EmbeddingTrainer
 
     settings = common_args(out, batch_size, max_steps)
     settings.update(train_group_size=1, temperature=TEMPERATURE, query_max_len=max_len, passage_max_len=max_len,
@@ -320,9 +320,9 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     import resource
 
     from embforge.model import Encoder
-    from embforge.train.batches import GroupCollator
-    from embforge.train.gradcache import gradcache_step
-    from embforge.train.objective import ContrastiveObjective
+    from embforge.training.batches import GroupCollator
+    from embforge.training.gradcache import gradcache_step
+    from embforge.training.objective import ContrastiveObjective
 
     torch.manual_seed(SEED)
     length = spec["max_length"]

@@ -65,8 +65,8 @@ def test_beir_eval_writes_report_plot_and_table(tmp_path, tiny_bert, capsys):
 def test_metrics_at_a_dim_equal_a_direct_computation(tmp_path, tiny_bert):
     """The reported numbers are the metrics of the model's own truncated encodings (no cache mix-up)."""
     from embforge.commands.eval import Config, run
-    from embforge.evaluate.metrics import retrieval_metrics
-    from embforge.evaluate.search import exact_search
+    from embforge.evaluation.metrics import retrieval_metrics
+    from embforge.evaluation.search import exact_search
 
     data = write_beir(tmp_path / "beir", GOOD_QRELS)
     rep = run(Config(model=str(tiny_bert), data=str(data), k="1,3", dims="16"))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from embforge.errors import EmbforgeError
-from embforge.evaluate.metrics import msmarco_metrics, retrieval_metrics, sts_metrics
-from embforge.evaluate.search import exact_search
+from embforge.evaluation.metrics import msmarco_metrics, retrieval_metrics, sts_metrics
+from embforge.evaluation.search import exact_search
 
 # q1: relevant a (grade 1) and c (grade 2), ranked a, b, c, d.  q2: relevant x, ranked third.
 RANKED = {

@@ -10,9 +10,9 @@ import torch
 
 from embforge.data.beir import read_corpus, read_qrels, read_queries
 from embforge.data.sts import read_stsb
-from embforge.evaluate.metrics import retrieval_metrics
-from embforge.evaluate.search import exact_search
-from embforge.evaluate.sts import evaluate_sts
+from embforge.evaluation.metrics import retrieval_metrics
+from embforge.evaluation.search import exact_search
+from embforge.evaluation.sts import evaluate_sts
 from embforge.model import Encoder
 from embforge.paths import default_model_path
 

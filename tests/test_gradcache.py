@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from embforge import Encoder
-from embforge.train.gradcache import gradcache_step
-from embforge.train.objective import ContrastiveObjective
+from embforge.training.gradcache import gradcache_step
+from embforge.training.objective import ContrastiveObjective
 
 QUERIES = ["the cat sleeps", "a dog runs on the road", "science study", "big red car", "one two", "a bird eats"]
 PASSAGES = [w for q in QUERIES for w in (q + " in the house", "the old man and the " + q.split()[-1])]

@@ -16,8 +16,8 @@ from transformers import AutoModel
 from embforge import Encoder
 from embforge.errors import EmbforgeError
 from embforge.model.heads import DenseHead, sgpt_layers
-from embforge.train import run as train_run
-from embforge.train.trainer import EmbeddingTrainer
+from embforge.training import run as train_run
+from embforge.training.trainer import EmbeddingTrainer
 
 
 def train_config(model, tmp_path, **kw):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from embforge.cli import main
-from embforge.mine import default_pool, mine_negatives
+from embforge.mining import default_pool, mine_negatives
 from embforge.model import Encoder
 
 WORDS = ("cat dog bird fish runs jumps sleeps eats house tree car road city water fire light dark red blue green "

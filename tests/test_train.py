@@ -13,8 +13,8 @@ from embforge.cli import main
 from embforge.commands.train import Config
 from embforge.config import from_dict
 from embforge.errors import EmbforgeError
-from embforge.train import run as train_run
-from embforge.train.trainer import EmbeddingTrainer
+from embforge.training import run as train_run
+from embforge.training.trainer import EmbeddingTrainer
 
 WORDS = "cat dog bird fish house tree car road city water fire light music game science cell".split()
 
@@ -146,7 +146,7 @@ def test_unwritable_output_and_unknown_flag(tiny_bert, tmp_path, capsys):
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tiny_bert, tmp_path, monkeypatch):
-    from embforge.train.objective import ContrastiveObjective
+    from embforge.training.objective import ContrastiveObjective
 
     original = ContrastiveObjective.__call__
     calls = {"n": 0}

@@ -1,31 +1,86 @@
 """embforge: train, fine-tune, compress, evaluate and ship embedding models.
 
-Heavy names (torch-backed) are imported on first use, so the CLI's ``--help`` stays fast.
+Every CLI command has a Python twin taking the same typed config (see :mod:`embforge.api`)::
+
+    import embforge
+    final = embforge.train(train_data=[{"query": "q", "pos": ["p"]}], output_dir="out", max_steps=10)
+    report = embforge.evaluate(model=final, data="scifact", split="test")
+
+Heavy names (torch-backed) are imported on first use, so ``import embforge`` and the CLI's
+``--help`` stay fast.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from .errors import EmbforgeError
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "Encoder": "embforge.model.encoder",
-    "EncoderConfig": "embforge.model.encoder",
+# name -> (module, attribute in it)
+_LAZY: dict[str, tuple[str, str]] = {
+    "Encoder": ("embforge.model.encoder", "Encoder"),
+    "EncoderConfig": ("embforge.model.encoder", "EncoderConfig"),
+    "train": ("embforge.api", "train"),
+    "evaluate": ("embforge.api", "evaluate"),
+    "mine": ("embforge.api", "mine"),
+    "encode": ("embforge.api", "encode"),
+    "inspect_data": ("embforge.api", "inspect_data"),
+    "load_data": ("embforge.api", "load_data"),
+    "command": ("embforge.api", "command"),
+    "merge": ("embforge.api", "merge"),
+    "export": ("embforge.api", "export"),
+    "run": ("embforge.api", "run"),
+    "TrainConfig": ("embforge.commands.train", "Config"),
+    "EvalConfig": ("embforge.commands.eval", "Config"),
+    "MineConfig": ("embforge.commands.mine", "Config"),
+    "EncodeConfig": ("embforge.commands.encode", "Config"),
+    "DataConfig": ("embforge.commands.data", "Config"),
+    "MergeConfig": ("embforge.commands.merge", "Config"),
+    "ExportConfig": ("embforge.commands.export", "Config"),
+    "RunConfig": ("embforge.commands.run", "Config"),
 }
 
+# Subpackages reachable as attributes without an import of their own.
+_SUBPACKAGES: tuple[str, ...] = ("data", "csr")
+
 if TYPE_CHECKING:  # pragma: no cover
+    from . import csr, data
+    from .api import command, encode, evaluate, export, inspect_data, load_data, merge, mine, run, train
+    from .commands.data import Config as DataConfig
+    from .commands.encode import Config as EncodeConfig
+    from .commands.eval import Config as EvalConfig
+    from .commands.export import Config as ExportConfig
+    from .commands.merge import Config as MergeConfig
+    from .commands.mine import Config as MineConfig
+    from .commands.run import Config as RunConfig
+    from .commands.train import Config as TrainConfig
     from .model.encoder import Encoder, EncoderConfig
+
+
+
+def _api(name: str) -> Any:
+    module, attribute = _LAZY[name]
+    return getattr(importlib.import_module(module), attribute)
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        return _api(name)
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'embforge' has no attribute {name!r}")
 
 
-__all__ = ["Encoder", "EncoderConfig", "EmbforgeError", "__version__"]
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBPACKAGES))
+
+
+__all__ = [
+    "EmbforgeError", "__version__", "Encoder", "EncoderConfig",
+    "train", "evaluate", "mine", "encode", "inspect_data", "load_data", "command", "merge", "export", "run",
+    "TrainConfig", "EvalConfig", "MineConfig", "EncodeConfig", "DataConfig", "MergeConfig", "ExportConfig",
+    "RunConfig", "csr", "data",
+]

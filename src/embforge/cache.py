@@ -57,10 +57,22 @@ def model_fingerprint(encoder: Any) -> str:
         weights: Any = {"path": str(Path(folder).resolve()), "files": _weights_identity(Path(folder))}
     else:
         weights = {"parameters": _parameters_digest(encoder)}
-    config = dataclasses.asdict(encoder.config) if dataclasses.is_dataclass(encoder.config) else repr(encoder.config)
+    config = _changed_fields(encoder.config) if dataclasses.is_dataclass(encoder.config) else repr(encoder.config)
     blob = json.dumps({"weights": weights, "config": config, "class": type(encoder).__name__}, sort_keys=True,
                       default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _changed_fields(config: Any) -> dict[str, Any]:
+    """The config fields that differ from their defaults: a new field added with a default that keeps
+    the old behaviour then leaves every existing cache key valid."""
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if value != default:
+            out[f.name] = value
+    return out
 
 
 def texts_digest(texts: Sequence[str]) -> str:

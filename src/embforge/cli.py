@@ -26,6 +26,10 @@ COMMANDS: dict[str, tuple[str, bool | str]] = {
     "mine": ("embforge.commands.mine", False),
     "eval": ("embforge.commands.eval", False),
     "train": ("embforge.commands.train", True),
+    "csr": ("embforge.commands.csr", False),  # a group: embforge csr embed | train | encode
+    "merge": ("embforge.commands.merge", False),
+    "export": ("embforge.commands.export", False),
+    "run": ("embforge.commands.run", "pipeline"),
 }
 
 
@@ -44,17 +48,40 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_, takes_yaml) in COMMANDS.items():
         module = _load(name)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        if takes_yaml is True:
-            p.add_argument("config", nargs="?", help="YAML config; flags given on the command line win.")
-        elif takes_yaml:
-            field = next(f for f in dataclasses.fields(module.Config) if f.name == takes_yaml)
-            p.add_argument(takes_yaml, nargs="?", default=argparse.SUPPRESS, help=field.metadata.get("help"))
-        p.add_argument("--debug", dest="cli_debug", action="store_true", default=False,
-                       help="Show full tracebacks for errors.")
-        # TrainingArguments has a `debug` field of its own; the CLI's --debug (tracebacks) wins.
-        skip = ("debug",) + ((takes_yaml,) if isinstance(takes_yaml, str) else ())
-        add_arguments(p, module.Config, skip=skip)
+        subcommands = getattr(module, "SUBCOMMANDS", None)
+        if subcommands:  # a command group such as `embforge csr train`: one typed Config per subcommand
+            p.set_defaults(group_parser=p)
+            nested = p.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
+            for sub_name, spec in subcommands.items():
+                _add_command(nested.add_parser(sub_name, help=spec.help, description=spec.help), spec.config,
+                             spec.takes_yaml)
+            continue
+        _add_command(p, module.Config, takes_yaml)
     return parser
+
+
+def _add_command(p: argparse.ArgumentParser, config_cls: type, takes_yaml: bool | str) -> None:
+    if takes_yaml is True:
+        p.add_argument("config", nargs="?", help="YAML config; flags given on the command line win.")
+    elif takes_yaml:
+        field = next(f for f in dataclasses.fields(config_cls) if f.name == takes_yaml)
+        p.add_argument(takes_yaml, nargs="?", default=argparse.SUPPRESS, help=field.metadata.get("help"))
+    p.add_argument("--debug", dest="cli_debug", action="store_true", default=False,
+                   help="Show full tracebacks for errors.")
+    # TrainingArguments has a `debug` field of its own; the CLI's --debug (tracebacks) wins.
+    skip = ("debug",) + ((takes_yaml,) if isinstance(takes_yaml, str) else ())
+    add_arguments(p, config_cls, skip=skip)
+
+
+def _resolve(module, args: argparse.Namespace) -> tuple[str, type, object] | None:
+    """(name for messages, Config class, run function) of the command or group subcommand given."""
+    subcommands = getattr(module, "SUBCOMMANDS", None)
+    if not subcommands:
+        return args.command, module.Config, module.run
+    if not getattr(args, "subcommand", None):
+        return None
+    spec = subcommands[args.subcommand]
+    return f"{args.command} {args.subcommand}", spec.config, spec.run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,16 +92,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
-    debug = args.cli_debug
     module = _load(args.command)
+    resolved = _resolve(module, args)
+    if resolved is None:
+        args.group_parser.print_help(sys.stderr)
+        return 2
+    name, config_cls, run = resolved
+    debug = args.cli_debug
     try:
         _quiet_libraries()
-        cfg = build_config(module.Config, args, getattr(args, "config", None))
-        module.run(cfg)
+        cfg = build_config(config_cls, args, getattr(args, "config", None))
+        run(cfg)  # type: ignore[operator]
     except EmbforgeError as exc:
         if debug:
             raise
-        print(f"embforge {args.command}: error: {exc}", file=sys.stderr)
+        print(f"embforge {name}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"embforge {args.command}: interrupted", file=sys.stderr)

@@ -10,19 +10,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import os
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
 from .errors import EmbforgeError
 
-T = TypeVar("T")
+if TYPE_CHECKING:  # pragma: no cover
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
-def option(default: Any = None, help: str = "", aliases: tuple[str, ...] = (), choices: tuple | None = None,
+def option(default: Any = None, help: str = "", aliases: tuple[str, ...] = (), choices: tuple[Any, ...] | None = None,
            default_factory: Any = None) -> Any:
     """A dataclass field that carries its help text and the reference systems' spellings."""
     meta = {"help": help, "aliases": tuple(aliases), "choices": choices}
@@ -78,6 +82,10 @@ def _convert(value: Any, tp: Any, name: str, source: str) -> Any:
                 raise ValueError
             return inner(value)
         if inner is str:
+            if isinstance(value, (list, tuple)) and all(isinstance(v, (str, int, float)) for v in value):
+                return ",".join(map(str, value))  # YAML `k: [1, 10]` means the flag's "1,10"
+            if not isinstance(value, (str, int, float, os.PathLike)):
+                raise ValueError  # str() of a dict or a DataFrame is never the value that was meant
             return str(value)
         if inner is dict or typing.get_origin(inner) is dict:
             if not isinstance(value, dict):
@@ -89,7 +97,7 @@ def _convert(value: Any, tp: Any, name: str, source: str) -> Any:
         raise EmbforgeError(f"{source}: {name} expects {'a list of ' if is_list else ''}{want}, got {value!r}") from exc
 
 
-def field_aliases(cls: type, f: dataclasses.Field) -> tuple[str, ...]:
+def field_aliases(cls: type, f: dataclasses.Field[Any]) -> tuple[str, ...]:
     """A field's other spellings: its own metadata, plus ``cls.EXTRA_ALIASES`` for inherited fields
     (such as TrainingArguments') whose metadata we do not own."""
     extra = tuple(a for a, name in getattr(cls, "EXTRA_ALIASES", {}).items() if name == f.name)
@@ -147,8 +155,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _help_text(field: dataclasses.Field, aliases: tuple[str, ...]) -> str:
-    default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
+def _help_text(field: dataclasses.Field[Any], aliases: tuple[str, ...]) -> str:
+    default: Any = field.default
+    if default is dataclasses.MISSING:
+        factory = field.default_factory
+        default = factory() if callable(factory) else None
     text = field.metadata.get("help", "")
     extra = f" Aliases: {', '.join('--' + a for a in aliases)}." if aliases else ""
     return f"{text} (default: {default!r}){extra}".replace("%", "%%")

@@ -27,7 +27,7 @@ def default_model_path() -> Path:
     return path
 
 
-def resolve_model_path(name: str | os.PathLike | None) -> Path:
+def resolve_model_path(name: str | os.PathLike[str] | None) -> Path:
     """A local model folder for ``name``; ``None`` and the default model's name mean the embedded one."""
     if name is None or str(name) in ("", "default", DEFAULT_MODEL_NAME, f"sentence-transformers/{DEFAULT_MODEL_NAME}"):
         return default_model_path()
@@ -43,7 +43,7 @@ def resolve_model_path(name: str | os.PathLike | None) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary sibling folder and move it onto ``target`` only if the block succeeds.
 
     A crash mid-write leaves the previous ``target`` (if any) intact and no half-written folder in
@@ -54,6 +54,7 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the usual permissions
     except OSError as exc:
         raise EmbforgeError(f"cannot write to {parent}: {exc.strerror}") from exc
     try:
@@ -76,7 +77,7 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write a file through a temporary sibling and a rename, so readers never see half of it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,10 @@ class Config:
                                                                "model's own).", aliases=("query_instruction",))
     no_cache: bool = option(False, "Do not read or write the embedding cache ($EMBFORGE_CACHE).")
     strict: bool = option(False, "Fail when qrels name queries or documents that do not exist.")
+    sparse: str | None = option(None, "A CSR model folder (csr train's output) or a stacked encoder+CSR folder: "
+                                      "evaluate its sparse codes against dense search at the same active dims, "
+                                      "with query latency.", aliases=("csr_model",))
+    sparse_k: int | None = option(None, "Active latents per sparse code (default: the CSR model's k).")
 
 
 def parse_ints(value: Any, name: str) -> list[int] | None:
@@ -53,10 +58,15 @@ def parse_ints(value: Any, name: str) -> list[int] | None:
 
 def jsonl_task(path: Path):
     """Query/pos JSONL -> retrieval task: the corpus is every pos (and neg) text, relevance = the pos."""
-    from ..evaluate.retrieval import RetrievalTask
     from ..retrieval_jsonl import read_query_jsonl
 
-    records = read_query_jsonl(path)
+    return records_task(read_query_jsonl(path), str(path))
+
+
+def records_task(records: Sequence[dict[str, Any]], source: str):
+    """Query/pos dicts -> retrieval task, as :func:`jsonl_task` reads them from a file."""
+    from ..evaluation.retrieval import RetrievalTask
+
     texts = list(dict.fromkeys(t for r in records for key in ("pos", "neg") for t in r.get(key) or ()))
     doc_id = {t: f"d{i}" for i, t in enumerate(texts)}
     query_id: dict[str, str] = {}
@@ -65,22 +75,43 @@ def jsonl_task(path: Path):
         qid = query_id.setdefault(r["query"], f"q{len(query_id)}")
         qrels.setdefault(qid, {}).update({doc_id[p]: 1 for p in r["pos"]})
     return RetrievalTask(corpus={d: t for t, d in doc_id.items()}, queries={q: t for t, q in query_id.items()},
-                         qrels=qrels, source=str(path), kind="jsonl")
+                         qrels=qrels, source=source, kind="jsonl")
 
 
-def run(cfg: Config) -> dict[str, Any]:
+def in_memory_data(records: Sequence[Any]) -> tuple[Any, Any, str]:
+    """(retrieval task, STS pairs, label) for records given from Python: scored pairs are an STS task,
+    query/positive records a retrieval task over all their texts (as a query/pos JSONL would be)."""
+    from ..data.records import ScoredPair
+    from ..errors import EmbforgeError
+
+    label = f"in-memory data ({len(records)} records)"
+    if not records:
+        raise EmbforgeError("evaluate: no records to evaluate")
+    if all(isinstance(r, ScoredPair) for r in records):
+        return None, list(records), label
+    if any(isinstance(r, ScoredPair) for r in records):
+        raise EmbforgeError("evaluate: the records mix scored pairs and query/positive records; pass one kind")
+    return records_task([r.to_json() for r in records], label), None, label
+
+
+def run(cfg: Config, encoder: Any = None, records: Sequence[Any] | None = None) -> dict[str, Any]:
+    """Evaluate and return the report (``report["metrics"]`` holds the full-dim metrics).
+
+    The Python API may pass an already loaded ``encoder`` (then ``cfg.model``, ``cfg.max_length`` and the
+    instruction are the caller's to apply) and in-memory ``records`` instead of ``cfg.data``.
+    """
     from ..data.beir import is_beir_folder, load_beir
     from ..errors import EmbforgeError
-    from ..evaluate.metrics import check_ks
-    from ..evaluate.report import format_table, plot_dims, write_json
-    from ..evaluate.retrieval import RetrievalTask, evaluate_retrieval
-    from ..evaluate.sts import detect_sts, evaluate_sts, load_sts
+    from ..evaluation.metrics import check_ks
+    from ..evaluation.report import format_table, plot_dims, write_json
+    from ..evaluation.retrieval import RetrievalTask, evaluate_retrieval
+    from ..evaluation.sts import detect_sts, evaluate_sts, load_sts
     from ..model import Encoder
 
-    if not cfg.data:
+    if not cfg.data and records is None:
         raise EmbforgeError("eval needs --data (a BEIR folder, a query/pos JSONL, an STS-B csv or SICK.txt)")
-    data = Path(cfg.data)
-    if not data.exists():
+    data = Path(cfg.data or "in-memory")
+    if records is None and not data.exists():
         raise EmbforgeError(f"{data}: not found (expected a BEIR folder, a query/pos JSONL, an STS-B csv or SICK.txt)")
     ks = check_ks(parse_ints(cfg.k, "k") or [])
     dims = parse_ints(cfg.dims, "dims")
@@ -88,9 +119,13 @@ def run(cfg: Config) -> dict[str, Any]:
         raise EmbforgeError(f"batch_size must be positive, got {cfg.batch_size}")
 
     t_start = time.perf_counter()
-    sts = detect_sts(data, cfg.split)
+    sts = None if records is not None else detect_sts(data, cfg.split)
     task = pairs = None
-    if is_beir_folder(data):
+    if records is not None:
+        task, pairs, label = in_memory_data(records)
+        sts = None if pairs is None else ("records", data)
+        data = Path(label)
+    elif is_beir_folder(data):
         split = load_beir(data, cfg.split)
         task = RetrievalTask(split.corpus, split.queries, split.qrels, source=f"{data} ({cfg.split})")
     elif sts is not None:
@@ -105,7 +140,12 @@ def run(cfg: Config) -> dict[str, Any]:
     overrides: dict[str, Any] = {"query_instruction": cfg.query_instruction_for_retrieval}
     if cfg.max_length:
         overrides.update(query_max_len=cfg.max_length, passage_max_len=cfg.max_length)
-    encoder = Encoder.from_pretrained(cfg.model, **overrides)
+    if cfg.sparse:  # CSR codes vs dense search at equal active dims; see evaluate/sparse.py
+        from ..evaluation.sparse import run_sparse_eval
+
+        return run_sparse_eval(cfg, task, data, encoder, overrides, ks)
+    if encoder is None:
+        encoder = Encoder.from_pretrained(cfg.model, **overrides)
     t_model = time.perf_counter()
     if task is not None:
         result = evaluate_retrieval(encoder, task, ks=ks, dims=dims, batch_size=cfg.batch_size,

@@ -62,7 +62,7 @@ def load_input(cfg: Config) -> tuple[list[dict[str, Any]], list[str] | None]:
 
 def run(cfg: Config) -> dict[str, Any]:
     from ..errors import EmbforgeError
-    from ..mine import mine_negatives, parse_range
+    from ..mining import mine_negatives, parse_range
     from ..model import Encoder
     from ..paths import atomic_write_bytes
     from ..retrieval_jsonl import read_candidate_pool

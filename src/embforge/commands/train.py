@@ -14,7 +14,8 @@ from transformers import TrainingArguments
 from ..config import option
 from ..errors import EmbforgeError
 
-HELP = "Fine-tune an embedding model contrastively (InfoNCE, in-batch + hard negatives)."
+HELP = ("Fine-tune an embedding model: InfoNCE, CoSENT, cosine, AnglE, Matryoshka, ESE, multi-TopK, distillation; "
+        "--recipe flag|angle|sgpt|mrl|topk-lora.")
 
 
 @dataclass
@@ -41,12 +42,42 @@ class Config(TrainingArguments):
                                     aliases=("dataset", "train_file"))
     train_format: str | None = option(None, "Force the data format (see `embforge data --help`).", aliases=("format",))
     train_split: str | None = option(None, "Split of a BEIR/HF folder (default: train).")
-    train_group_size: int = option(2, "Passages per query: one positive and train_group_size-1 hard negatives.")
+    train_group_size: int | None = option(None, "Passages per query: one positive and train_group_size-1 hard "
+                                                "negatives (default 2; 1 for AnglE on records without negatives).")
     max_examples: int | None = option(None, "Use only the first N records (quick experiments).")
     strict: bool = option(False, "Fail instead of warning on records with too few negatives.")
     skip_bad_records: bool = option(False, "Skip malformed records (reporting count and locations) instead of failing.")
-    # --- loss
-    temperature: float = option(0.02, "InfoNCE temperature (FlagEmbedding: 0.02; 0.05 suits models trained at 20x scale).")
+    # --- loss (fields left at None take the --recipe's value, else the default named in the help; docs/losses.md)
+    recipe: str | None = option(None, "Preset of a reference system: flag, angle, sgpt, mrl or topk-lora; flags you "
+                                      "give still win.", choices=("flag", "angle", "sgpt", "mrl", "topk-lora"))
+    loss: list[str] | None = option(None, "Loss(es): infonce, cosent, cosine, angle; several add up, weighted by "
+                                          "--loss_weights (default infonce).", aliases=("losses", "loss_type"))
+    loss_weights: list[float] | None = option(None, "One weight per --loss (default 1 each).")
+    temperature: float | None = option(None, "InfoNCE temperature (default 0.02, FlagEmbedding; 0.05 = scale 20).")
+    cosine_w: float | None = option(None, "AnglE: weight of the CoSENT term (default 1.0).", aliases=("w1",))
+    cosine_tau: float | None = option(None, "Scale of CoSENT (--loss cosent and AnglE's cosine term; default 20).")
+    ibn_w: float | None = option(None, "AnglE: weight of the in-batch-negatives term (default 20.0).", aliases=("w2",))
+    ibn_tau: float | None = option(None, "AnglE: scale of the in-batch-negatives term (default 20).")
+    angle_w: float | None = option(None, "AnglE: weight of the angle term (default 1.0).", aliases=("w3",))
+    angle_tau: float | None = option(None, "AnglE: scale of the angle term (default 20).")
+    teacher_name_or_path: str | None = option(None, "Distil the teacher's in-batch similarity distribution (same "
+                                                    "tokenizer); the model's own path = self-distillation.",
+                                              aliases=("teacher",))
+    distill_w: float = option(1.0, "Weight of the distillation term.")
+    distill_temperature: float = option(0.05, "Temperature of the similarity distributions in distillation.")
+    mrl_dims: list[int] | None = option(None, "Matryoshka: train these prefix sizes too, largest first, e.g. "
+                                              "384,256,128,64,32.", aliases=("matryoshka_dims",))
+    mrl_weights: list[float] | None = option(None, "One weight per --mrl_dims entry (default 1 each).")
+    apply_ese: bool | None = option(None, "ESE (2-D Matryoshka): train shallower layers and a compressed prefix "
+                                          "too (default false).", aliases=("ese",))
+    ese_compression_size: int | None = option(None, "ESE: size of the compressed prefix (default 128).")
+    ese_kl_temperature: float | None = option(None, "ESE: temperature of the KL towards the PCA target (default 1.0).")
+    topk_k_list: list[int] | None = option(None, "Multi-TopK: also train the embedding masked to its k largest "
+                                                 "entries, for each k, e.g. 16,32,64.", aliases=("topk_list",))
+    topk_weights: list[float] | None = option(None, "One weight per --topk_k_list entry (default 1 each).")
+    topk_mode: str | None = option(None, "Multi-TopK: rank entries by magnitude (|x|) or value (default magnitude).")
+    apply_topk_to_backbone: bool | None = option(None, "Apply the multi-TopK loss to the backbone's embedding "
+                                                       "(CSRv2 spelling; implied by --topk_k_list).")
     negatives_cross_device: bool = option(False, "Share passages across processes as extra negatives (gradient kept).")
     use_inbatch_neg: bool = option(True, "Use other queries' passages in the batch as negatives.")
     symmetric: bool = option(False, "Add the passage-to-query direction of the loss.")
@@ -54,13 +85,14 @@ class Config(TrainingArguments):
     gradcache: bool = option(False, "GradCache: full-batch contrastive loss at the memory of --chunk_size texts.")
     chunk_size: int | None = option(None, "GradCache chunk size (texts per forward pass).", aliases=("chunksize",))
     # --- parameter-efficient modes
-    apply_lora: bool = option(False, "Train LoRA adapters (peft) instead of all weights.", aliases=("use_lora",))
+    apply_lora: bool | None = option(None, "Train LoRA adapters (peft) instead of all weights (default false).",
+                                     aliases=("use_lora",))
     lora_r: int = option(8, "LoRA rank.")
     lora_alpha: int = option(16, "LoRA alpha.")
     lora_dropout: float = option(0.05, "LoRA dropout.")
     lora_target_modules: list[str] | None = option(None, "Module names to adapt; default: peft's choice for the architecture.")
     save_adapter_only: bool = option(False, "Save only the LoRA adapter instead of merging it into the weights.")
-    freezenonbias: bool = option(False, "BitFit: train only bias terms.", aliases=("bitfit",))
+    freezenonbias: bool | None = option(None, "BitFit: train only bias terms (default false).", aliases=("bitfit",))
     freeze: bool = option(False, "Freeze the backbone: train only the --addxlinear layers (or the biases, "
                                  "with --freezenonbias).")
     addxlinear: int = option(0, "Add N trainable Linear(d, d) layers on the pooled vector (SGPT); they start as "
@@ -71,6 +103,26 @@ class Config(TrainingArguments):
     useact: bool = option(False, "GELU after each --addxlinear layer (without it the layers stay linear).")
     asym: bool = option(False, "Asymmetric encoder: separate query and passage towers, both starting from the "
                                "model; the query tower is saved in query_encoder/.")
+    # --- decoder LLMs (docs/llm.md)
+    is_llm: bool = option(False, "Decoder-LLM defaults: last-token pooling, left padding, EOS appended to every "
+                                 "text (flags you give still win).")
+    padding_side: str | None = option(None, "Pad on the 'left' or 'right' (default: the model's own).",
+                                      choices=("left", "right"))
+    append_eos: bool | None = option(None, "End every text with the EOS token (default: on for decoder LLMs).",
+                                     aliases=("add_eos",))
+    apply_billm: bool = option(False, "BiLLM: bidirectional attention from layer --billm_start_index on "
+                                      "(Llama/Qwen/Mistral/GPT-2 classes); saved and re-applied at load.")
+    billm_start_index: int | None = option(None, "First bidirectional layer for --apply_billm (default: the "
+                                                 "BiLLM_START_INDEX environment variable, else 0).")
+    billm_model_class: str | None = option(None, "Accepted for AnglE command lines; the class is read from the "
+                                                 "model's config.")
+    load_kbit: int | None = option(None, "Load the backbone in 4 or 8 bits (bitsandbytes, CUDA GPU); use with "
+                                         "--apply_lora.", choices=(4, 8))
+    lora_top_layers: int | None = option(None, "LoRA on the last N decoder layers only: backpropagation then "
+                                               "stops there, which makes a step much cheaper on CPU.")
+    speca: bool = option(False, "SGPT brackets: queries start with [SOS], documents with {SOS} (new special "
+                                "tokens); saved with the model.")
+    specb: bool = option(False, "SGPT brackets: queries wrapped in [ ], documents in { }; saved with the model.")
     # --- run
     sanity_test: bool = option(False, "Tiny run to check the pipeline: a few records, batch 2, a few steps, one save.")
 
@@ -94,10 +146,14 @@ class Config(TrainingArguments):
                                     "which is not installed here")
         if self.remove_unused_columns:
             self.remove_unused_columns = False  # batches are dicts of tokenised sides, not model kwargs
+        if self.disable_tqdm is None:
+            # TrainingArguments hides its progress bar when transformers' logging is quieter than
+            # WARNING, which the CLI sets to keep library chatter out; the bar is embforge's own output.
+            self.disable_tqdm = False
         super().__post_init__()
 
 
 def run(cfg: Config):
-    from ..train.run import train
+    from ..training.run import train
 
     return train(cfg)

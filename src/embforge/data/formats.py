@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from ..errors import EmbforgeError, where
 from . import beir, hf, jsonl, nli, sts
 from .fields import REQUIRED, format_of, rename_fields, to_record
+from .memory import InMemoryData, describe, is_in_memory, iter_memory
 from .problems import BadRecord, BadRecords
 from .records import RetrievalRecord, ScoredPair
 
@@ -144,7 +146,7 @@ def _dispatch(path: Path, fmt: str, split: str | None, bad: BadRecords, strict: 
     raise EmbforgeError(f"{path}: unknown format {fmt!r} (known: {', '.join(FORMATS)})")
 
 
-def iter_records(source: str | Path, *, format: str | None = None, split: str | None = None,
+def iter_records(source: str | Path | InMemoryData | Any, *, format: str | None = None, split: str | None = None,
                  strict: bool = False, skip_bad_records: bool = False,
                  field_map: Mapping[str, str] | None = None,
                  bad_records: BadRecords | None = None) -> Iterator[Record]:
@@ -154,28 +156,34 @@ def iter_records(source: str | Path, *, format: str | None = None, split: str | 
     then they are counted in ``bad_records`` (pass your own :class:`BadRecords` to read the count)
     and summarised in one logged warning when the stream ends. ``split`` picks the BEIR qrels
     (default train), the STS-B file, the SICK SemEval_set (default: all rows), the NLI split or the
-    HF dataset split.
+    HF dataset split. ``source`` may also be in-memory data (see :mod:`embforge.data.memory`): a list of
+    records or dicts, a ``datasets.Dataset`` or a pandas DataFrame.
     """
-    path = Path(source)
-    fmt = format or detect_format(path, field_map)
     bad = bad_records if bad_records is not None else BadRecords()
     bad.skip = bad.skip or skip_bad_records
-    records = _dispatch(path, fmt, split, bad, strict, field_map)
+    if is_in_memory(source):
+        label: object = describe(source)
+        records = iter_memory(source, format=format, split=split, strict=strict, field_map=field_map, bad=bad)
+    else:
+        label = path = Path(source)
+        records = _dispatch(path, format or detect_format(path, field_map), split, bad, strict, field_map)
     try:
         yield from records
     finally:
-        bad.log_summary(path)
+        bad.log_summary(label)
 
 
-def load_records(source: str | Path, *, format: str | None = None, split: str | None = None,
+def load_records(source: str | Path | InMemoryData | Any, *, format: str | None = None, split: str | None = None,
                  strict: bool = False, skip_bad_records: bool = False, seed: int = 42,
                  field_map: Mapping[str, str] | None = None,
                  bad_records: BadRecords | None = None) -> list[RetrievalRecord] | list[ScoredPair]:
     """All records of a source or of a mixture YAML (``seed`` drives the mixture's sampling).
 
-    An empty result is an error: training or evaluating on nothing is never what was meant.
+    ``source`` may be a path or in-memory data: a list of records or dicts (FlagEmbedding query/pos/neg
+    or AnglE A/B/C keys), a ``datasets.Dataset`` / ``DatasetDict`` or a pandas DataFrame. An empty
+    result is an error: training or evaluating on nothing is never what was meant.
     """
-    fmt = format or detect_format(source, field_map)
+    fmt = format or (None if is_in_memory(source) else detect_format(source, field_map))
     if fmt == "mixture":
         from .mixture import build_mixture, load_mixture_config
 
@@ -186,7 +194,7 @@ def load_records(source: str | Path, *, format: str | None = None, split: str | 
                                     skip_bad_records=skip_bad_records, field_map=field_map,
                                     bad_records=bad_records))
     if not records:
-        raise EmbforgeError(f"{source}: no records")
+        raise EmbforgeError(f"{describe(source) if is_in_memory(source) else source}: no records")
     return records  # type: ignore[return-value]
 
 

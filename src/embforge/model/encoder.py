@@ -17,8 +17,17 @@ from tqdm.auto import tqdm
 
 from ..errors import EmbforgeError
 from ..paths import atomic_dir, resolve_model_path
+from .billm import apply_billm
 from .heads import DenseHead, check_layers
 from .io import QUERY_TOWER_DIR, model_root, read_dense_states, read_model_folder, write_encoder_files
+from .llm import (
+    adapter_base_path,
+    check_bracket_style,
+    ensure_brackets,
+    ensure_eos,
+    kbit_load_kwargs,
+    special_frame,
+)
 from .pooling import canonical_pooling, pool
 
 logger = logging.getLogger(__name__)
@@ -44,10 +53,20 @@ class EncoderConfig:
     dense: list[dict[str, Any]] | None = None
     # Separate query and passage towers (SGPT --asym); the query tower lives in query_encoder/.
     asym: bool = False
+    # Decoder LLMs (model/llm.py): end every text with EOS, the token last-token pooling reads; when the
+    # tokenizer can be taught to add it (add_eos_token), the saved tokenizer does it for any reader.
+    append_eos: bool = False
+    # SGPT query/document brackets: "" (none), "speca" ([SOS] / {SOS} special tokens) or "specb" ([ ] / { }).
+    brackets: str = ""
+    # BiLLM (model/billm.py): attention is bidirectional from this decoder layer on; None = causal.
+    billm_start_index: int | None = None
 
     def __post_init__(self) -> None:
         self.pooling = canonical_pooling(self.pooling)
         self.dense = check_layers(self.dense)
+        self.brackets = check_bracket_style(self.brackets)
+        if self.billm_start_index is not None and int(self.billm_start_index) < 0:
+            raise EmbforgeError(f"billm_start_index must be >= 0, got {self.billm_start_index}")
         if self.padding_side not in ("left", "right"):
             raise EmbforgeError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
         for name in ("query_max_len", "passage_max_len"):
@@ -88,26 +107,48 @@ class Encoder(nn.Module):
             if fallback is None:
                 raise EmbforgeError("the tokenizer has neither a pad, eos nor unk token to pad with")
             self.tokenizer.pad_token = fallback
+        # EOS the tokenizer cannot add itself is appended in token_ids (see model/llm.py).
+        self._manual_eos = ensure_eos(self.tokenizer) if self.config.append_eos else False
+        self._brackets = ensure_brackets(self.tokenizer, self.towers(), self.config.brackets)
+        self._frame = special_frame(self.tokenizer)
+        if self.config.billm_start_index is not None:
+            for tower in self.towers():
+                apply_billm(tower, int(self.config.billm_start_index))
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike | None = None, *, device: str | None = None,
-                        dtype: torch.dtype | None = None, **overrides: Any) -> Encoder:
+                        dtype: torch.dtype | None = None, load_kbit: int | None = None,
+                        is_llm: bool = False, **overrides: Any) -> Encoder:
         """Load an embforge, sentence-transformers or plain Hugging Face folder.
 
         ``None`` loads the embedded all-MiniLM-L6-v2. ``overrides`` replace EncoderConfig fields.
+        ``load_kbit`` (4 or 8) quantises the backbone through bitsandbytes (CUDA only); ``is_llm``
+        applies the decoder defaults (last-token pooling, left padding, EOS) to a folder without
+        embforge settings, whatever its architecture. A LoRA adapter-only folder loads its base model
+        (``base_model_name_or_path`` of adapter_config.json) and puts the adapter on it.
         """
         from transformers import AutoModel, AutoTokenizer
 
         folder = model_root(resolve_model_path(name_or_path))
         backbone_dir, settings, _ = read_model_folder(folder)
+        load_kwargs: dict[str, Any] = {"dtype": dtype} if dtype else {}
+        if load_kbit:
+            load_kwargs |= kbit_load_kwargs(load_kbit)  # raises before any weight is read
+        adapter_base = adapter_base_path(backbone_dir)
         try:
             tokenizer = AutoTokenizer.from_pretrained(backbone_dir)
-            backbone = AutoModel.from_pretrained(backbone_dir, **({"dtype": dtype} if dtype else {}))
+            backbone = AutoModel.from_pretrained(adapter_base or backbone_dir, **load_kwargs)
         except (OSError, ValueError) as exc:
             raise EmbforgeError(f"{backbone_dir}: cannot load the backbone or tokenizer: {exc}") from exc
+        if adapter_base is not None:
+            from peft import PeftModel
+
+            if len(tokenizer) > backbone.get_input_embeddings().weight.shape[0]:
+                backbone.resize_token_embeddings(len(tokenizer))
+            backbone = PeftModel.from_pretrained(backbone, backbone_dir)
         if not settings:
-            settings = cls._defaults_for(backbone.config, tokenizer)
+            settings = cls._defaults_for(backbone.config, tokenizer, is_llm=is_llm)
         settings.setdefault("padding_side", tokenizer.padding_side)
         known = {f.name for f in dataclasses.fields(EncoderConfig)}
         settings = {k: v for k, v in settings.items() if k in known}
@@ -134,10 +175,17 @@ class Encoder(nn.Module):
         return encoder.to(device).eval()  # like from_pretrained in transformers: training opts in
 
     @staticmethod
-    def _defaults_for(model_config: Any, tokenizer: Any) -> dict[str, Any]:
+    def _defaults_for(model_config: Any, tokenizer: Any, is_llm: bool = False) -> dict[str, Any]:
+        """Settings for a folder without embforge or sentence-transformers files.
+
+        Decoders read the last token, so it must be the EOS that closes the text (appended when the
+        tokenizer does not add one) and padding goes left, as most LLM tokenizers expect.
+        """
         max_len = min(int(getattr(tokenizer, "model_max_length", 512) or 512), 512)
-        pooling = "mean" if _is_encoder_only(model_config) else "lasttoken"
-        return {"pooling": pooling, "normalize": True, "query_max_len": max_len, "passage_max_len": max_len}
+        if _is_encoder_only(model_config) and not is_llm:
+            return {"pooling": "mean", "normalize": True, "query_max_len": max_len, "passage_max_len": max_len}
+        return {"pooling": "lasttoken", "normalize": True, "query_max_len": max_len, "passage_max_len": max_len,
+                "padding_side": "left", "append_eos": tokenizer.eos_token_id is not None}
 
     def save(self, output_dir: str | os.PathLike) -> Path:
         """Write the folder atomically: it loads with AutoModel, SentenceTransformer and Encoder."""
@@ -150,10 +198,16 @@ class Encoder(nn.Module):
         """Write into an existing (temporary) folder; ``save`` wraps this in an atomic rename."""
         folder = Path(folder)
         self.backbone.save_pretrained(folder)
-        self.tokenizer.save_pretrained(folder)
-        if self.query_backbone is not None:
-            self.query_backbone.save_pretrained(folder / QUERY_TOWER_DIR)
-            self.tokenizer.save_pretrained(folder / QUERY_TOWER_DIR)
+        # The saved tokenizer pads right: sentence-transformers passes no position ids, so a left-padded
+        # absolute-position model (GPT-2) would shift; embforge pads as embforge.json says either way.
+        side, self.tokenizer.padding_side = self.tokenizer.padding_side, "right"
+        try:
+            self.tokenizer.save_pretrained(folder)
+            if self.query_backbone is not None:
+                self.query_backbone.save_pretrained(folder / QUERY_TOWER_DIR)
+                self.tokenizer.save_pretrained(folder / QUERY_TOWER_DIR)
+        finally:
+            self.tokenizer.padding_side = side
         states = self.head.layer_states() if self.head is not None else None
         write_encoder_files(folder, dataclasses.asdict(self.config), self.hidden_size, states)
 
@@ -214,10 +268,19 @@ class Encoder(nn.Module):
         prefix = self._prefix(is_query) if instruction is None else instruction
         if prefix:
             texts = [prefix + t for t in texts]
-        out = self.tokenizer(list(texts), truncation=True, max_length=self.max_len(is_query),
-                             add_special_tokens=True, return_attention_mask=False,
-                             return_token_type_ids=False)
-        return out["input_ids"]
+        if not (self._manual_eos or self._brackets):
+            out = self.tokenizer(list(texts), truncation=True, max_length=self.max_len(is_query),
+                                 add_special_tokens=True, return_attention_mask=False,
+                                 return_token_type_ids=False)
+            return out["input_ids"]
+        # Compose by hand: the tokenizer's own special tokens, SGPT's brackets around the text, and EOS.
+        body = self.tokenizer(list(texts), add_special_tokens=False, return_attention_mask=False,
+                              return_token_type_ids=False)["input_ids"]
+        head, tail = self._frame
+        opening, closing = self._brackets["query" if is_query else "passage"] if self._brackets else ([], [])
+        end = [int(self.tokenizer.eos_token_id)] if self._manual_eos else []
+        budget = max(self.max_len(is_query) - len(head) - len(opening) - len(closing) - len(tail) - len(end), 0)
+        return [head + opening + list(ids[:budget]) + closing + tail + end for ids in body]
 
     def collate(self, ids: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
         """Pad token-id lists into model inputs, on the side the config names."""
@@ -309,6 +372,25 @@ class Encoder(nn.Module):
 
     def encode_corpus(self, passages: Sequence[str], **kwargs: Any) -> np.ndarray:
         return self.encode(passages, is_query=False, **kwargs)
+
+    # ------------------------------------------------------------------ Python API (embforge.api)
+    def fit(self, train_data: Any, *, loss: str | list[str] | None = None, output_dir: str | os.PathLike | None = None,
+            loss_kwargs: dict[str, Any] | None = None, **training_args: Any) -> Path:
+        """Train this encoder in place with ``embforge train``; returns the saved final folder.
+
+        ``train_data``: a path or in-memory records (list of dicts, datasets.Dataset, DataFrame);
+        ``training_args`` and ``loss_kwargs`` (cosine_w, ibn_w, angle_w, taus) are train Config fields.
+        """
+        from ..api import fit
+
+        return fit(self, train_data, loss=loss, output_dir=output_dir, loss_kwargs=loss_kwargs, **training_args)
+
+    def evaluate(self, data: Any, **kwargs: Any) -> dict[str, Any]:
+        """The ``embforge eval`` report for this encoder: Spearman/Pearson for scored pairs, retrieval
+        metrics for BEIR or query/pos data (``report["metrics"]``); ``kwargs`` are eval Config fields."""
+        from ..api import evaluate_encoder
+
+        return evaluate_encoder(self, data, **kwargs)
 
 
 def load_backbone_weights(backbone: nn.Module, folder: Path) -> None:

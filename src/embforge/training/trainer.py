@@ -3,7 +3,9 @@
 What it changes, and why:
 - the data loader: a no-duplicate batch sampler that builds the *global* batch and gives each
   process its slice, so cross-device negatives never include a copy of a positive;
-- the loss: InfoNCE over embeddings, gathered across processes with their gradient;
+- the loss: InfoNCE (or any objective of ``objective.py``) over embeddings, gathered across
+  processes with their gradient; scored-pair data gets pair batches (text1, text2, score);
+- what an embedding is: with ESE the shallower layers' pooled outputs travel beside the last one;
 - the step, under GradCache: chunked forward/backward with cached embedding gradients;
 - saving: every checkpoint is a complete Encoder folder (AutoModel / SentenceTransformer load it),
   staged in a hidden folder and renamed into place, so a crash never leaves half a checkpoint.
@@ -25,9 +27,10 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from ..data.sampling import NoDuplicateBatchSampler
 from ..errors import EmbforgeError
 from ..model.encoder import load_backbone_weights
-from .batches import GroupCollator, GroupDataset
+from ..model.pooling import pool
+from .batches import GroupCollator, GroupDataset, PairCollator, PairDataset
 from .distributed import world
-from .gradcache import gradcache_step
+from .gradcache import gradcache_step, split_features
 from .objective import ContrastiveObjective
 
 
@@ -73,17 +76,66 @@ class _ThroughputCallback(TrainerCallback):
             logs["samples_per_second"] = round(state.embforge_samples_per_second, 2)
 
 
+def embed_with_layers(model: Any, features: dict[str, torch.Tensor], is_query: bool, layers: list[int]) -> torch.Tensor:
+    """``[last layer | layer l_1 | layer l_2 ...]``: the encoder's embedding, then the same pooling (and
+    dense head, and normalisation) applied to shallower hidden states, from the one forward pass.
+
+    The backbone is asked for its hidden states through hooks, so the Encoder's own forward (and a
+    DDP wrapper around it) runs unchanged.
+    """
+    encoder = getattr(model, "module", model)
+    tower = encoder.query_backbone if is_query and encoder.query_backbone is not None else encoder.backbone
+    captured: dict[str, Any] = {}
+
+    def ask(module, args, kwargs):
+        kwargs["output_hidden_states"] = True
+        return args, kwargs
+
+    def keep(module, args, kwargs, output):
+        captured["hidden"] = output.hidden_states
+
+    hooks = [tower.register_forward_pre_hook(ask, with_kwargs=True),
+             tower.register_forward_hook(keep, with_kwargs=True)]
+    try:
+        final = model(features, is_query=is_query)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    mask = features["attention_mask"].to(final.device)
+    out = [final]
+    for layer in layers:
+        hidden = captured["hidden"][layer]
+        if encoder.head is not None:
+            hidden = encoder.head.tokens(hidden)
+        emb = pool(hidden, mask, encoder.config.pooling)
+        if encoder.head is not None:
+            emb = encoder.head.pooled(emb)
+        if encoder.config.normalize:
+            emb = torch.nn.functional.normalize(emb, p=2, dim=-1)
+        out.append(emb.to(final.dtype))
+    return torch.cat(out, dim=-1)
+
+
 class EmbeddingTrainer(Trainer):
     def __init__(self, *, encoder, records, objective: ContrastiveObjective, group_size: int,
                  query_instruction: str | None, passage_instruction: str | None, strict: bool = False,
-                 gradcache_chunk: int | None = None, **kwargs: Any):
+                 gradcache_chunk: int | None = None, pairs: bool = False, teacher: Any = None,
+                 ese_layers: list[int] | None = None, **kwargs: Any):
         super().__init__(model=encoder, **kwargs)
         self.encoder = encoder
         self.records = records
         self.objective = objective
         self.gradcache_chunk = gradcache_chunk
-        self.dataset = GroupDataset(records, group_size, self.args.seed, query_instruction, passage_instruction, strict)
-        self.collator = GroupCollator(encoder, group_size)
+        self.pairs = pairs
+        self.teacher = teacher
+        self.ese_layers = list(ese_layers or [])
+        if pairs:
+            self.dataset = PairDataset(records, passage_instruction)
+            self.collator = PairCollator(encoder)
+        else:
+            self.dataset = GroupDataset(records, group_size, self.args.seed, query_instruction, passage_instruction,
+                                        strict)
+            self.collator = GroupCollator(encoder, group_size)
         self.sampler: NoDuplicateBatchSampler | None = None
         self._staging: str | None = None
         self.add_callback(_EpochCallback(self))
@@ -131,10 +183,39 @@ class EmbeddingTrainer(Trainer):
         out = self.args.output_dir
         return get_last_checkpoint(out) if out and os.path.isdir(out) else None
 
+    def _sides(self, inputs) -> tuple[dict, dict, bool]:
+        """(first side, second side, whether the first side is queries): groups or scored pairs."""
+        if "text1" in inputs:
+            return inputs["text1"], inputs["text2"], False
+        return inputs["query"], inputs["passage"], True
+
+    def _embed(self, model, features, is_query: bool) -> torch.Tensor:
+        if self.ese_layers:
+            return embed_with_layers(model, features, is_query, self.ese_layers)
+        return model(features, is_query=is_query)
+
+    @torch.no_grad()
+    def _teacher_embed(self, features, is_query: bool) -> torch.Tensor:
+        teacher = self.teacher
+        if teacher.device != self.encoder.device:
+            teacher.to(self.encoder.device)
+        chunks = split_features(features, self.gradcache_chunk) if self.gradcache_chunk else [features]
+        return torch.cat([teacher(c, is_query=is_query) for c in chunks])
+
+    def _extras(self, inputs, first, second, first_is_query: bool) -> dict[str, Any]:
+        """What the objective needs beyond the embeddings (nothing for plain InfoNCE)."""
+        extras: dict[str, Any] = {}
+        if "scores" in inputs:
+            extras["scores"] = inputs["scores"].to(self.encoder.device)
+        if self.teacher is not None:
+            extras["teacher"] = (self._teacher_embed(first, first_is_query), self._teacher_embed(second, False))
+        return extras
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        q = model(inputs["query"], is_query=True)
-        p = model(inputs["passage"], is_query=False)
-        loss = self.objective(q, p)
+        first, second, first_is_query = self._sides(inputs)
+        q = self._embed(model, first, first_is_query)
+        p = self._embed(model, second, False)
+        loss = self.objective(q, p, **self._extras(inputs, first, second, first_is_query))
         self._check_finite(loss.detach())
         return (loss, {"q": q, "p": p}) if return_outputs else loss
 
@@ -143,9 +224,11 @@ class EmbeddingTrainer(Trainer):
             return super().training_step(model, inputs, num_items_in_batch)
         model.train()
         inputs = self._prepare_inputs(inputs)
+        first, second, first_is_query = self._sides(inputs)
+        extras = self._extras(inputs, first, second, first_is_query)
         no_sync = (lambda: model.no_sync()) if hasattr(model, "no_sync") else None
-        loss = gradcache_step(lambda f, is_query: model(f, is_query=is_query), inputs["query"], inputs["passage"],
-                              self.objective, self.gradcache_chunk, no_sync=no_sync,
+        loss = gradcache_step(lambda f, is_query: self._embed(model, f, is_query and first_is_query), first, second,
+                              lambda q, p: self.objective(q, p, **extras), self.gradcache_chunk, no_sync=no_sync,
                               loss_scale=1.0 / self.current_gradient_accumulation_steps)
         self._check_finite(loss)
         return loss / self.current_gradient_accumulation_steps

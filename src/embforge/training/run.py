@@ -12,13 +12,15 @@ from typing import Any
 import torch
 
 from ..data import load_records
-from ..data.records import RetrievalRecord
+from ..data.records import RetrievalRecord, ScoredPair
 from ..errors import EmbforgeError
 from ..model import Encoder
+from ..model.card import from_training
 from ..paths import atomic_write_bytes
 from .distributed import world
-from .objective import ContrastiveObjective
+from .objective import ContrastiveObjective, Objective
 from .peft_modes import apply_parameter_efficiency, finalize_for_saving, validate_architecture_options
+from .recipes import check_data_kind, check_model_dims, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +38,8 @@ def validate(cfg: Any) -> None:
         raise EmbforgeError("--gradcache needs --chunk_size N (texts per forward pass)")
     if cfg.chunk_size is not None and cfg.chunk_size <= 0:
         raise EmbforgeError(f"--chunk_size must be positive, got {cfg.chunk_size}")
-    if cfg.train_group_size < 1:
+    if cfg.train_group_size is not None and cfg.train_group_size < 1:
         raise EmbforgeError(f"--train_group_size must be at least 1, got {cfg.train_group_size}")
-    if cfg.temperature <= 0:
-        raise EmbforgeError(f"--temperature must be positive, got {cfg.temperature}")
     if cfg.apply_lora and cfg.freezenonbias:
         raise EmbforgeError("--apply_lora and --freezenonbias are two different ways to train few weights: pick one")
     validate_architecture_options(cfg)
@@ -53,19 +53,21 @@ def validate(cfg: Any) -> None:
         raise EmbforgeError(f"cannot write to the output folder {out}: {exc.strerror}") from exc
 
 
-def load_training_records(cfg: Any) -> list[RetrievalRecord]:
+def load_training_records(cfg: Any) -> list[RetrievalRecord | ScoredPair]:
+    """Retrieval records or scored pairs, whichever the data holds and the loss (``cfg.loss``, resolved) takes."""
     source = cfg.train_data or (sanity_data() if cfg.sanity_test else None)
     if source is None:
         raise EmbforgeError("no training data: give --train_data FILE|FOLDER|MIXTURE.yaml (or --sanity_test)")
     records = load_records(source, format=cfg.train_format, split=cfg.train_split, strict=cfg.strict,
                            skip_bad_records=cfg.skip_bad_records, seed=cfg.seed)
-    bad = [r for r in records if not isinstance(r, RetrievalRecord)]
-    if bad:
-        raise EmbforgeError(f"{source}: contrastive training needs query/positive records; this data holds "
-                            f"{type(bad[0]).__name__} records (scored pairs need a pair loss such as CoSENT)")
     if cfg.max_examples:
         records = records[: cfg.max_examples]
-    if cfg.strict and cfg.train_group_size > 1:
+    if not records:
+        raise EmbforgeError(f"{source}: no training records")
+    if cfg.loss is None:
+        resolve(cfg)
+    pairs = check_data_kind(cfg, records, source if isinstance(source, (str, Path)) else "the training data")
+    if not pairs and cfg.strict and cfg.train_group_size > 1:
         need = cfg.train_group_size - 1
         short = next((r for r in records if len(r.neg) < need), None)
         if short is not None:
@@ -75,10 +77,44 @@ def load_training_records(cfg: Any) -> list[RetrievalRecord]:
 
 
 def build_encoder(cfg: Any) -> Encoder:
+    from .peft_modes import llm_overrides
+
     overrides = {"pooling": cfg.pooling, "normalize": cfg.normalized, "query_max_len": cfg.query_max_len,
                  "passage_max_len": cfg.passage_max_len, "query_instruction": cfg.query_instruction_for_retrieval,
-                 "passage_instruction": cfg.passage_instruction_for_retrieval}
-    return Encoder.from_pretrained(cfg.model_name_or_path, device="cpu", **overrides)
+                 "passage_instruction": cfg.passage_instruction_for_retrieval, **llm_overrides(cfg)}
+    kbit = getattr(cfg, "load_kbit", None)
+    return Encoder.from_pretrained(cfg.model_name_or_path, device="cuda" if kbit else "cpu", load_kbit=kbit,
+                                   is_llm=bool(getattr(cfg, "is_llm", False)), **overrides)
+
+
+def build_objective(cfg: Any, ese_layers: list[int], with_teacher: bool, pairs: bool) -> ContrastiveObjective:
+    """Plain InfoNCE keeps the lean ``ContrastiveObjective``; anything else gets ``Objective``."""
+    common = {"temperature": cfg.temperature, "group_size": cfg.train_group_size,
+              "cross_device": cfg.negatives_cross_device, "in_batch": cfg.use_inbatch_neg, "symmetric": cfg.symmetric}
+    weights = cfg.loss_weights or [1.0] * len(cfg.loss)
+    plain = (cfg.loss == ["infonce"] and weights == [1.0] and not (cfg.mrl_dims or cfg.topk_k_list or ese_layers
+                                                                  or with_teacher or pairs))
+    if plain:
+        return ContrastiveObjective(**common)
+    return Objective(**common, losses=dict(zip(cfg.loss, weights)), pairs=pairs, normalize=cfg.normalized,
+                     cosine_w=cfg.cosine_w, cosine_tau=cfg.cosine_tau, ibn_w=cfg.ibn_w, ibn_tau=cfg.ibn_tau,
+                     angle_w=cfg.angle_w, angle_tau=cfg.angle_tau, mrl_dims=cfg.mrl_dims, mrl_weights=cfg.mrl_weights,
+                     topk_k_list=cfg.topk_k_list, topk_weights=cfg.topk_weights, topk_mode=cfg.topk_mode,
+                     ese_layers=ese_layers, ese_compression_size=cfg.ese_compression_size,
+                     ese_kl_temperature=cfg.ese_kl_temperature, distill_w=cfg.distill_w,
+                     distill_temperature=cfg.distill_temperature)
+
+
+def load_teacher(cfg: Any, encoder: Encoder) -> Encoder | None:
+    """The frozen teacher for distillation; the starting model's own path gives self-distillation."""
+    if not cfg.teacher_name_or_path:
+        return None
+    teacher = Encoder.from_pretrained(cfg.teacher_name_or_path, device="cpu")
+    if teacher.tokenizer.get_vocab() != encoder.tokenizer.get_vocab():
+        raise EmbforgeError(f"--teacher_name_or_path {cfg.teacher_name_or_path}: the teacher's tokenizer differs "
+                            "from the model's; distillation feeds both the same token ids, so they must match")
+    teacher.requires_grad_(False)
+    return teacher.eval()
 
 
 def freeze_unused_heads(encoder: Encoder) -> None:
@@ -93,23 +129,27 @@ def train(cfg: Any) -> Path:
     """Train and save; returns the folder of the final model (``OUTPUT_DIR/final``)."""
     from .trainer import EmbeddingTrainer
 
+    resolve(cfg)
     validate(cfg)
     records = load_training_records(cfg)
     encoder = build_encoder(cfg)
+    check_model_dims(cfg, encoder.embedding_dim)
+    teacher = load_teacher(cfg, encoder)
+    ese_layers = list(range(1, int(encoder.backbone.config.num_hidden_layers))) if cfg.apply_ese else []
     apply_parameter_efficiency(encoder, cfg)
     freeze_unused_heads(encoder)
     if cfg.gradient_checkpointing:
         for tower in encoder.towers():
-            tower.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            tower.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         cfg.gradient_checkpointing = False  # done above; the Trainer would look for it on the Encoder
-    objective = ContrastiveObjective(temperature=cfg.temperature, group_size=cfg.train_group_size,
-                                     cross_device=cfg.negatives_cross_device, in_batch=cfg.use_inbatch_neg,
-                                     symmetric=cfg.symmetric)
+    pairs = isinstance(records[0], ScoredPair)
+    objective = build_objective(cfg, ese_layers, with_teacher=teacher is not None, pairs=pairs)
     trainer = EmbeddingTrainer(encoder=encoder, records=records, objective=objective, args=cfg,
                                group_size=cfg.train_group_size,
                                query_instruction=encoder.config.query_instruction,
                                passage_instruction=encoder.config.passage_instruction, strict=cfg.strict,
-                               gradcache_chunk=cfg.chunk_size if cfg.gradcache else None)
+                               gradcache_chunk=cfg.chunk_size if cfg.gradcache else None, pairs=pairs,
+                               teacher=teacher, ese_layers=ese_layers)
     resume = cfg.resume_from_checkpoint
     if isinstance(resume, str) and resume.lower() in ("true", "last"):
         from transformers.trainer_utils import get_last_checkpoint
@@ -126,6 +166,7 @@ def train(cfg: Any) -> Path:
         finalize_for_saving(encoder, cfg)
         encoder.save(final)
         write_report(cfg, trainer, result, len(records))
+        from_training(final, cfg)  # README.md model card, from the report just written
         logger.info("saved the final model to %s", final)
     trainer.accelerator.wait_for_everyone()
     return final
@@ -138,6 +179,9 @@ def write_report(cfg: Any, trainer: Any, result: Any, n_records: int) -> None:
         "model": cfg.model_name_or_path or "all-MiniLM-L6-v2 (embedded)",
         "train_data": str(cfg.train_data or "sanity"),
         "records": n_records,
+        "loss": {"recipe": cfg.recipe, "loss": cfg.loss, "weights": cfg.loss_weights, "mrl_dims": cfg.mrl_dims,
+                 "topk_k_list": cfg.topk_k_list, "apply_ese": cfg.apply_ese,
+                 "teacher": cfg.teacher_name_or_path},
         "world_size": world()[1],
         "global_steps": trainer.state.global_step,
         "train_runtime_s": result.metrics.get("train_runtime"),
