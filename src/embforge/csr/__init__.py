@@ -48,11 +48,12 @@ def _config(cls: type, config: Any, kwargs: dict[str, Any]) -> Any:
     return build_config(cls, config, kwargs)
 
 
-def embed(config: EmbedConfig | str | dict[str, Any] | None = None, **kwargs: Any):
-    """Precompute embeddings into an npz; returns its path."""
+def embed(config: EmbedConfig | str | dict[str, Any] | None = None, encoder: Any = None, **kwargs: Any):
+    """Precompute embeddings into an npz; returns its path. ``encoder``: an already loaded Encoder
+    to use instead of loading ``model``."""
     from .embedding import embed as _embed
 
-    return _embed(_config(EmbedConfig, config, kwargs))
+    return _embed(_config(EmbedConfig, config, kwargs), encoder=encoder)
 
 
 def train(config: TrainConfig | str | dict[str, Any] | None = None, show_progress: bool = True, **kwargs: Any):
