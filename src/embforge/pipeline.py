@@ -477,13 +477,11 @@ def write_report(pipe: Pipeline, title: str, base_label: str) -> dict[str, Any]:
 
 def plot_report(path: Path, summary: Mapping[str, Mapping[str, float]],
                 per_dim: Mapping[str, Mapping[str, Mapping[str, float]]], title: str) -> Path:
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    from .figures import pyplot, save_png
+
+    plt = pyplot()
 
     labels = list(per_dim)
     metrics = list(summary)
@@ -518,12 +516,7 @@ def plot_report(path: Path, summary: Mapping[str, Mapping[str, float]],
         ax2.grid(alpha=0.3)
         ax2.legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return save_png(fig, path)
 
 
 # ---------------------------------------------------------------------------- --sanity_test data

@@ -1,27 +1,7 @@
-"""Figures of the CSR code: matplotlib on the Agg backend, written atomically as PNG."""
+"""Figures of the CSR code, drawn with the package's shared matplotlib helpers."""
 
 from __future__ import annotations
 
-import io
-from pathlib import Path
-from typing import Any
+from ..figures import pyplot, save_png
 
-
-def pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_png(fig: Any, path: str | Path, dpi: int = 110) -> Path:
-    from ..paths import atomic_write_bytes
-
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=dpi)
-    pyplot().close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
-    return Path(path)
+__all__ = ["pyplot", "save_png"]

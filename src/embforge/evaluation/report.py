@@ -39,11 +39,9 @@ def plot_dims(path: str | Path, result: dict[str, Any], title: str = "") -> Path
     per_dim = result["dims"]
     if len(per_dim) < 2:
         return None
-    import matplotlib
+    from ..figures import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     dims = sorted(per_dim, key=int)
     columns = _metric_columns(per_dim)
     fig, ax = plt.subplots(figsize=(7, 4.5))

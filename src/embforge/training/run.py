@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -196,18 +195,12 @@ def write_report(cfg: Any, trainer: Any, result: Any, n_records: int) -> None:
 
 
 def plot_loss(points: list[tuple[int, float]], path: Path) -> None:
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    import matplotlib
+    from ..figures import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = pyplot().subplots(figsize=(6, 3.5))
     ax.plot([s for s, _ in points], [v for _, v in points], marker="o" if len(points) < 30 else None)
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.set_title("embforge train")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_png(fig, path, dpi=100)
