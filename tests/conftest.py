@@ -13,15 +13,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["EMBFORGE_CACHE"] = tempfile.mkdtemp(prefix="embforge-test-cache-")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# Real data bundled with the repository (see examples/data/README.md); tests read nothing outside the clone.
+BUNDLED_DATA = REPO / "examples" / "data"
 
 from tiny import write_bert, write_gpt2, write_llama  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    assert SHARED_DATA.is_dir(), f"expected the shared data beside the repo at {SHARED_DATA}"
-    return SHARED_DATA
+def bundled_data() -> Path:
+    assert BUNDLED_DATA.is_dir(), f"expected the bundled data at {BUNDLED_DATA}"
+    return BUNDLED_DATA
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Every reader on the real shared data files, plus HF / parquet / csv / npz on small local files."""
+"""Every reader on the real bundled data files (examples/data), plus HF / parquet / csv / npz on small local files."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ FLAG_FILES = ("retrieval_msmarco", "retrieval_nq", "retrieval_nli", "sts_sts")
 
 
 @pytest.mark.parametrize("name", FLAG_FILES)
-def test_flagembedding_examples_keep_every_field(shared_data, name):
-    path = shared_data / "flagembedding-examples" / f"{name}.jsonl"
+def test_flagembedding_examples_keep_every_field(bundled_data, name):
+    path = bundled_data / "flagembedding-examples" / f"{name}.jsonl"
     assert detect_format(path) == "flag"
     records = load_records(path)
     raw = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -40,13 +40,13 @@ def test_flagembedding_examples_keep_every_field(shared_data, name):
     assert records[3].source == f"{path}:4"
 
 
-def test_msmarco_example_has_25_negatives(shared_data):
-    records = load_records(shared_data / "flagembedding-examples" / "retrieval_msmarco.jsonl")
+def test_msmarco_example_has_25_negatives(bundled_data):
+    records = load_records(bundled_data / "flagembedding-examples" / "retrieval_msmarco.jsonl")
     assert [len(r.neg) for r in records] == [25] * 10
 
 
-def test_beir_train_split_gives_809_queries_with_919_positives(shared_data):
-    folder = shared_data / "scifact"
+def test_beir_train_split_gives_809_queries_with_919_positives(bundled_data):
+    folder = bundled_data / "scifact"
     assert detect_format(folder) == "beir"
     records = load_records(folder)  # default split: train
     assert len(records) == 809
@@ -59,19 +59,19 @@ def test_beir_train_split_gives_809_queries_with_919_positives(shared_data):
     assert first.pos[0] == f"{doc['title']} {doc['text']}"
 
 
-def test_beir_test_split(shared_data):
-    records = load_records(shared_data / "scifact", split="test")
+def test_beir_test_split(bundled_data):
+    records = load_records(bundled_data / "scifact", split="test")
     assert len(records) == 300 and sum(len(r.pos) for r in records) == 339
 
 
-def test_beir_unknown_split_names_the_available_ones(shared_data):
+def test_beir_unknown_split_names_the_available_ones(bundled_data):
     with pytest.raises(EmbforgeError, match="available: test, train"):
-        load_records(shared_data / "scifact", split="dev")
+        load_records(bundled_data / "scifact", split="dev")
 
 
 @pytest.mark.parametrize("split,count", [("train", 5749), ("dev", 1500), ("test", 1379)])
-def test_stsb_folder_and_files(shared_data, split, count):
-    folder = shared_data / "stsbenchmark"
+def test_stsb_folder_and_files(bundled_data, split, count):
+    folder = bundled_data / "stsbenchmark"
     assert detect_format(folder / f"sts-{split}.csv") == "stsb"
     pairs = load_records(folder / f"sts-{split}.csv")
     assert len(pairs) == count and all(isinstance(p, ScoredPair) for p in pairs)
@@ -79,8 +79,8 @@ def test_stsb_folder_and_files(shared_data, split, count):
     assert len(load_records(folder, split=split)) == count
 
 
-def test_sick_all_rows_and_by_split(shared_data):
-    path = shared_data / "sick" / "SICK.txt"
+def test_sick_all_rows_and_by_split(bundled_data):
+    path = bundled_data / "sick" / "SICK.txt"
     assert detect_format(path) == "sick"
     assert count_records(path) == 9840
     by_split = {s: count_records(path, split=s) for s in ("TRAIN", "TRIAL", "TEST")}
@@ -91,8 +91,8 @@ def test_sick_all_rows_and_by_split(shared_data):
 
 
 @pytest.mark.parametrize("split,premises", [("dev", 2943), ("test", 2921)])
-def test_snli_triplets_per_premise(shared_data, split, premises):
-    folder = shared_data / "snli"
+def test_snli_triplets_per_premise(bundled_data, split, premises):
+    folder = bundled_data / "snli"
     assert detect_format(folder) == "nli"
     records = load_records(folder, split=split)
     assert len(records) == premises
@@ -106,14 +106,14 @@ def test_snli_triplets_per_premise(shared_data, split, premises):
         assert records[0].source == f"{folder / 's1.dev'}:1"
 
 
-def test_snli_one_file_names_its_split(shared_data):
-    path = shared_data / "snli" / "s1.test"
+def test_snli_one_file_names_its_split(bundled_data):
+    path = bundled_data / "snli" / "s1.test"
     assert detect_format(path) == "nli"
     assert count_records(path) == 2921
 
 
-def test_snli_default_split_is_dev_when_there_is_no_train(shared_data):
-    assert count_records(shared_data / "snli") == 2943
+def test_snli_default_split_is_dev_when_there_is_no_train(bundled_data):
+    assert count_records(bundled_data / "snli") == 2943
 
 
 def _write_jsonl(path, rows):

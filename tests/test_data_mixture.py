@@ -180,8 +180,8 @@ def test_cli_sample_prints_json_lines(capsys):
     assert all({"query", "pos", "neg"} <= set(json.loads(line)) for line in lines[1:])
 
 
-def test_cli_single_source_and_errors(shared_data, capsys, tmp_path):
-    assert main(["data", str(shared_data / "snli"), "--split", "test"]) == 0
+def test_cli_single_source_and_errors(bundled_data, capsys, tmp_path):
+    assert main(["data", str(bundled_data / "snli"), "--split", "test"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["format"], report["count"], report["kind"]) == ("nli", 2921, "RetrievalRecord")
     bad = tmp_path / "bad.jsonl"

@@ -129,9 +129,9 @@ def test_bad_model_paths_are_clear_errors(tmp_path):
 
 
 @pytest.mark.e2e
-def test_default_model_equals_sentence_transformers(shared_data):
-    texts = [json.loads(line)["text"] for line in (shared_data / "scifact" / "queries.jsonl").open()][:40]
-    texts += [json.loads(line)["text"] for _, line in zip(range(24), (shared_data / "scifact" / "corpus.jsonl").open())]
+def test_default_model_equals_sentence_transformers(bundled_data):
+    texts = [json.loads(line)["text"] for line in (bundled_data / "scifact" / "queries.jsonl").open()][:40]
+    texts += [json.loads(line)["text"] for _, line in zip(range(24), (bundled_data / "scifact" / "corpus.jsonl").open())]
     enc = Encoder.from_pretrained()
     theirs = SentenceTransformer(enc.name_or_path, device="cpu").encode(texts, batch_size=16)
     assert np.abs(enc.encode(texts, batch_size=16) - theirs).max() <= 1e-5

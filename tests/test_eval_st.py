@@ -35,11 +35,11 @@ class _FixedEmbeddings:
 
 
 @pytest.mark.e2e
-def test_retrieval_metrics_equal_information_retrieval_evaluator(shared_data, encoder):
+def test_retrieval_metrics_equal_information_retrieval_evaluator(bundled_data, encoder):
     from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
     from sentence_transformers.util import cos_sim
 
-    folder = shared_data / "scifact"
+    folder = bundled_data / "scifact"
     qrels_all = read_qrels(folder / "qrels" / "test.tsv")
     qids = sorted(qrels_all)[:40]
     qrels = {q: qrels_all[q] for q in qids}
@@ -72,11 +72,11 @@ def test_retrieval_metrics_equal_information_retrieval_evaluator(shared_data, en
 
 
 @pytest.mark.e2e
-def test_sts_spearman_equals_embedding_similarity_evaluator(shared_data, encoder):
+def test_sts_spearman_equals_embedding_similarity_evaluator(bundled_data, encoder):
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
 
-    pairs = read_stsb(shared_data / "stsbenchmark" / "sts-test.csv")[:200]
+    pairs = read_stsb(bundled_data / "stsbenchmark" / "sts-test.csv")[:200]
     ours = evaluate_sts(encoder, pairs, use_cache=False)["dims"]["384"]
     model = SentenceTransformer(str(default_model_path()), device="cpu")
     model.max_seq_length = 128

@@ -143,9 +143,9 @@ def test_cli_reports_yaml_errors(tmp_path, capsys):
     assert "unknown key 'trian' (did you mean 'train'?)" in capsys.readouterr().err
 
 
-def test_slice_beir_keeps_positives_and_is_deterministic(shared_data, tmp_path):
-    a = slice_beir(shared_data / "scifact", tmp_path / "a", n_queries=5, n_docs=10)
-    b = slice_beir(shared_data / "scifact", tmp_path / "b", n_queries=5, n_docs=10)
+def test_slice_beir_keeps_positives_and_is_deterministic(bundled_data, tmp_path):
+    a = slice_beir(bundled_data / "scifact", tmp_path / "a", n_queries=5, n_docs=10)
+    b = slice_beir(bundled_data / "scifact", tmp_path / "b", n_queries=5, n_docs=10)
     for name in ("corpus.jsonl", "queries.jsonl", "qrels/train.tsv", "qrels/test.tsv"):
         assert (a / name).read_bytes() == (b / name).read_bytes()
     from embforge.data.beir import load_beir
@@ -157,8 +157,8 @@ def test_slice_beir_keeps_positives_and_is_deterministic(shared_data, tmp_path):
 
 
 # ---------------------------------------------------------------- a real pipeline on a tiny model
-def test_tiny_pipeline_runs_every_step_and_resumes(tiny_bert, shared_data, tmp_path, capsys):
-    scifact = str(shared_data / "scifact")
+def test_tiny_pipeline_runs_every_step_and_resumes(tiny_bert, bundled_data, tmp_path, capsys):
+    scifact = str(bundled_data / "scifact")
     config = {"name": "tiny", "model": str(tiny_bert), "output_dir": str(tmp_path / "run"),
               "mine": {"input_file": scifact, "range_for_sampling": "2-20", "negative_number": 3},
               "train": {"learning_rate": 1e-3, "report_to": "none", "use_cpu": True, "save_strategy": "no",
