@@ -44,3 +44,37 @@ def tiny_llama(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_gpt2(tmp_path_factory) -> Path:
     return write_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+# ------------------------------------------------------------------ no silent skips
+# `pip install -e ".[test]" && pytest -q` installs everything every test needs, so a skip means a broken
+# install or a test that quietly stopped testing. Only tests that need hardware this machine lacks may skip,
+# and they say so with a reason starting "needs CUDA".
+_SKIPPED: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    _note_skip(report)
+
+
+def pytest_collectreport(report):  # a module-level importorskip skips a whole file at collection
+    _note_skip(report)
+
+
+def _note_skip(report):
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if not reason.removeprefix("Skipped: ").startswith("needs CUDA"):
+            _SKIPPED.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _SKIPPED and exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _SKIPPED:
+        terminalreporter.section("skipped tests fail the run")
+        for line in _SKIPPED:
+            terminalreporter.write_line(line)

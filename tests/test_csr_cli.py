@@ -168,7 +168,6 @@ def test_embed_eval_sparse_and_stacked_folder(tiny_bert, tmp_path, capsys):
 
 
 def test_sentence_transformers_sparse_encoder_gives_the_same_codes(tiny_bert, tmp_path):
-    pytest.importorskip("sentence_transformers")
     from embforge import Encoder
     from embforge.csr import to_sparse_encoder
     from embforge.csr.model import CSRSettings as Settings

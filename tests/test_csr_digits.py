@@ -1,12 +1,10 @@
 """Image features: scikit-learn's digits through a fixed feature map, label-supervised CSR, kNN accuracy."""
 
 import numpy as np
-import pytest
 import torch
+from sklearn.datasets import load_digits
 
 from embforge import csr
-
-load_digits = pytest.importorskip("sklearn.datasets").load_digits
 
 
 def features(images: np.ndarray) -> np.ndarray:

@@ -86,12 +86,8 @@ def dense_query_one(docs: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
 def _one_blas_thread() -> Any:
     """Single-query latency is measured on one BLAS thread: a lone matrix-vector product gains little
     from threads, and on a busy machine waking them dominates (and blurs) the timing."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # optional; without it BLAS keeps its own thread count
-        import contextlib
+    from threadpoolctl import threadpool_limits
 
-        return contextlib.nullcontext()
     return threadpool_limits(1)
 
 
