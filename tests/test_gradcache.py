@@ -39,20 +39,27 @@ def test_gradcache_gradients_equal_plain_training(tiny_bert_nodrop, checkpointin
 
 
 def test_gradcache_replays_dropout_masks(tiny_bert):
-    """With one chunk per side the re-forward must draw the masks the plain step drew, from the same seed."""
+    """Dropout on, chunks of 2: 3 query and 6 passage chunks, each drawing its own masks. The reference embeds
+    the same chunks in the same order from the same seed, with the graph kept, so it draws the masks of
+    GradCache's first pass; the re-forward of every chunk must draw them again."""
     enc = Encoder.from_pretrained(tiny_bert)  # dropout 0.1
     enc.train()
     objective = ContrastiveObjective(temperature=0.05, group_size=2)
     q_feat, p_feat = enc.tokenize(QUERIES, is_query=True), enc.tokenize(PASSAGES)
+    q_chunks = [enc.tokenize(QUERIES[i:i + 2], is_query=True) for i in range(0, len(QUERIES), 2)]
+    p_chunks = [enc.tokenize(PASSAGES[i:i + 2]) for i in range(0, len(PASSAGES), 2)]
 
-    def plain():
-        torch.manual_seed(3)
-        objective(enc(q_feat, is_query=True), enc(p_feat)).backward()
+    def plain(seed):
+        torch.manual_seed(seed)
+        q = torch.cat([enc(f, is_query=True) for f in q_chunks])
+        objective(q, torch.cat([enc(f) for f in p_chunks])).backward()
 
     def cached():
         torch.manual_seed(3)
-        gradcache_step(lambda f, is_query: enc(f, is_query=is_query), q_feat, p_feat, objective, 64)
+        gradcache_step(lambda f, is_query: enc(f, is_query=is_query), q_feat, p_feat, objective, 2)
 
-    ref, got = grads_after(enc, plain), grads_after(enc, cached)
+    ref, got, other = grads_after(enc, lambda: plain(3)), grads_after(enc, cached), grads_after(enc, lambda: plain(4))
+    assert ref.keys() == got.keys() and len(ref) > 10
+    assert not all(torch.allclose(ref[n], other[n], atol=1e-5, rtol=1e-4) for n in ref)  # the masks matter
     for name in ref:
-        assert torch.allclose(ref[name], got[name], atol=1e-5, rtol=1e-4), name
+        torch.testing.assert_close(got[name], ref[name], atol=1e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")

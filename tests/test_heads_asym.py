@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
-from test_train import config
+from test_train import config, steps_trained
 from tiny import SENTENCES
 from transformers import AutoModel
 
@@ -181,7 +181,9 @@ def test_resume_restores_head_and_query_tower_exactly(tiny_bert_nodrop, tmp_path
     assert (checkpoint / "query_encoder" / "model.safetensors").exists()
     assert (checkpoint / "3_Dense" / "model.safetensors").exists()
     monkeypatch.setattr(EmbeddingTrainer, "training_step", original)
+    steps = steps_trained(monkeypatch)
     resumed = train_run.train(train_config(tiny_bert_nodrop, tmp_path / "b", resume_from_checkpoint="last", **common))
+    assert steps == [2, 3]  # resumed at checkpoint-2, not retrained from step 0
 
     for part in ("model.safetensors", "query_encoder/model.safetensors", "2_Dense/model.safetensors",
                  "3_Dense/model.safetensors"):

@@ -44,6 +44,19 @@ def weights(folder):
     return load_file(str(folder / "model.safetensors"))
 
 
+def steps_trained(monkeypatch):
+    """The global step at every ``training_step`` call from now on: which steps a run really trained."""
+    seen = []
+    original = EmbeddingTrainer.training_step
+
+    def counting(self, *args, **kwargs):
+        seen.append(self.state.global_step)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(EmbeddingTrainer, "training_step", counting)
+    return seen
+
+
 def test_cli_train_writes_a_model_that_loads_everywhere(tiny_bert, tmp_path, capsys):
     data = write_data(tmp_path / "train.jsonl")
     out = tmp_path / "run"
@@ -84,7 +97,10 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tiny_bert_nodro
     out_b = tmp_path / "b" / "out"
     assert (out_b / "checkpoint-3").is_dir() and not (out_b / "final").exists()
     monkeypatch.setattr(EmbeddingTrainer, "training_step", original)
+    steps = steps_trained(monkeypatch)
     resumed = train_run.train(config(tiny_bert_nodrop, tmp_path / "b", resume_from_checkpoint="last", **common))
+    # Retraining from step 0 ends at the same weights too (same seed, same batches): only the steps tell.
+    assert steps == [3, 4, 5]
 
     a, b = weights(straight), weights(resumed)
     base = weights(tiny_bert_nodrop)
@@ -115,12 +131,34 @@ def test_bitfit_changes_only_bias_terms(tiny_bert, tmp_path):
 
 
 def test_gradcache_training_matches_plain_training(tiny_bert_nodrop, tmp_path):
-    plain = train_run.train(config(tiny_bert_nodrop, tmp_path / "p", max_steps=2, optim="sgd"))
-    cached = train_run.train(config(tiny_bert_nodrop, tmp_path / "g", max_steps=2, optim="sgd", gradcache=True,
-                                    chunk_size=3))
-    a, b = weights(plain), weights(cached)
+    plain = train_run.train(config(tiny_bert_nodrop, tmp_path / "p", max_steps=2, optim="sgd", learning_rate=1e-2))
+    cached = train_run.train(config(tiny_bert_nodrop, tmp_path / "g", max_steps=2, optim="sgd", learning_rate=1e-2,
+                                    gradcache=True, chunk_size=3))
+    a, b, base = weights(plain), weights(cached), weights(tiny_bert_nodrop)
+    assert max((a[k] - base[k]).abs().max().item() for k in a) > 1e-3  # both trained, not both stood still
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-6), key
+
+
+@pytest.mark.parametrize("cached", [{}, {"gradcache": True, "chunk_size": 3}], ids=["plain", "gradcache"])
+def test_gradient_accumulation_equals_one_large_batch(tiny_bert_nodrop, tmp_path, monkeypatch, cached):
+    """Without in-batch negatives a query's loss sees only its own group, so the mean loss over 8 queries is
+    the mean of the two 4-query halves' means: 2 accumulated micro-batches of 4 must take the step of one batch
+    of 8, provided each half's loss is divided by 2 and the halves are the large batches' records, in order."""
+    data = write_data(tmp_path / "train16.jsonl", n=16)  # 2 steps per epoch: the order of batches matters
+    # SGD and no clipping: a gradient twice too large moves the weights twice as far instead of being clipped.
+    common = {"train_data": str(data), "max_steps": 3, "optim": "sgd", "learning_rate": 0.05, "max_grad_norm": 0,
+              "use_inbatch_neg": False, "train_group_size": 3, **cached}
+    large = train_run.train(config(tiny_bert_nodrop, tmp_path / "l", per_device_train_batch_size=8, **common))
+    steps = steps_trained(monkeypatch)
+    accumulated = train_run.train(config(tiny_bert_nodrop, tmp_path / "a", per_device_train_batch_size=4,
+                                         gradient_accumulation_steps=2, **common))
+    assert steps == [0, 0, 1, 1, 2, 2]  # two micro-batches per optimizer step
+
+    a, b, base = weights(large), weights(accumulated), weights(tiny_bert_nodrop)
+    assert max((a[k] - base[k]).abs().max().item() for k in a) > 1e-3
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0, msg=lambda m, key=key: f"{key}: {m}")
 
 
 @pytest.mark.parametrize("overrides, message", [
