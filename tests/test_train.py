@@ -1,4 +1,5 @@
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -122,6 +123,21 @@ def test_gradcache_training_matches_plain_training(tiny_bert_nodrop, tmp_path):
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-6), key
 
+
+def test_teacher_scores_in_the_data_are_reported_once_as_unused(tiny_bert, tmp_path, caplog):
+    """No loss reads pos_scores/neg_scores yet: training must say it drops them, once, not per record."""
+    scored = tmp_path / "scored.jsonl"
+    lines = write_data(tmp_path / "train.jsonl").read_text().splitlines()
+    scored.write_text("".join(json.dumps({**json.loads(line), "pos_scores": [0.9, 0.8], "neg_scores": [0.1] * 3})
+                              + "\n" for line in lines))
+    with caplog.at_level(logging.WARNING):
+        train_run.train(config(tiny_bert, tmp_path / "s", train_data=str(scored), max_steps=1))
+    warned = [r.getMessage() for r in caplog.records if "no loss uses them" in r.getMessage()]
+    assert len(warned) == 1 and "pos_scores and neg_scores" in warned[0] and "scored.jsonl:1" in warned[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        train_run.train(config(tiny_bert, tmp_path / "plain", max_steps=1))
+    assert not [r for r in caplog.records if "_scores" in r.getMessage()]
 
 @pytest.mark.parametrize("overrides, message", [
     ({"fp16": True, "bf16": True}, "--fp16 and --bf16 conflict"),
