@@ -1,4 +1,5 @@
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -159,6 +160,22 @@ def test_gradient_accumulation_equals_one_large_batch(tiny_bert_nodrop, tmp_path
     assert max((a[k] - base[k]).abs().max().item() for k in a) > 1e-3
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0, msg=lambda m, key=key: f"{key}: {m}")
+
+
+def test_teacher_scores_in_the_data_are_reported_once_as_unused(tiny_bert, tmp_path, caplog):
+    """No loss reads pos_scores/neg_scores yet: training must say it drops them, once, not per record."""
+    scored = tmp_path / "scored.jsonl"
+    lines = write_data(tmp_path / "train.jsonl").read_text().splitlines()
+    scored.write_text("".join(json.dumps({**json.loads(line), "pos_scores": [0.9, 0.8], "neg_scores": [0.1] * 3})
+                              + "\n" for line in lines))
+    with caplog.at_level(logging.WARNING):
+        train_run.train(config(tiny_bert, tmp_path / "s", train_data=str(scored), max_steps=1))
+    warned = [r.getMessage() for r in caplog.records if "no loss uses them" in r.getMessage()]
+    assert len(warned) == 1 and "pos_scores and neg_scores" in warned[0] and "scored.jsonl:1" in warned[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        train_run.train(config(tiny_bert, tmp_path / "plain", max_steps=1))
+    assert not [r for r in caplog.records if "_scores" in r.getMessage()]
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -63,6 +63,7 @@ def load_training_records(cfg: Any) -> list[RetrievalRecord | ScoredPair]:
         records = records[: cfg.max_examples]
     if not records:
         raise EmbforgeError(f"{source}: no training records")
+    warn_unused_scores(records, source)
     if cfg.loss is None:
         resolve(cfg)
     pairs = check_data_kind(cfg, records, source if isinstance(source, (str, Path)) else "the training data")
@@ -73,6 +74,16 @@ def load_training_records(cfg: Any) -> list[RetrievalRecord | ScoredPair]:
             raise EmbforgeError(f"{short.source or source}: train_group_size={cfg.train_group_size} needs {need} "
                                 f"negatives per record, this one has {len(short.neg)} (--strict)")
     return records
+
+
+def warn_unused_scores(records: list, source: Any) -> None:
+    """Teacher scores in FlagEmbedding data are parsed (and kept by ``mine``) but no loss reads them yet:
+    say so once per run rather than let the user believe the training distils them."""
+    fields = [name for name in ("pos_scores", "neg_scores") if any(getattr(r, name, None) is not None for r in records)]
+    if fields:
+        first = next(r for r in records if any(getattr(r, name, None) is not None for name in fields))
+        logger.warning("%s: the records carry %s (first at %s); no loss uses them yet, so training ignores them",
+                       source, " and ".join(fields), first.source or source)
 
 
 def build_encoder(cfg: Any) -> Encoder:
