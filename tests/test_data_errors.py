@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 
 import pytest
@@ -91,11 +90,16 @@ def test_invalid_utf8_is_a_bad_line(tmp_path):
 def test_missing_and_unreadable_files(tmp_path):
     with pytest.raises(EmbforgeError, match="no such file or folder"):
         load_records(tmp_path / "nope.jsonl")
-    path = _file(tmp_path, [GOOD])
-    if os.geteuid() != 0:  # root reads anything
-        path.chmod(0)
-        with pytest.raises(EmbforgeError, match="cannot read"):
-            load_records(path, format="flag")
+    # A folder or a dangling link where the file should be: unreadable for every user, root included
+    # (root reads a chmod 0 file, so a permission test would prove nothing there).
+    folder = tmp_path / "folder.jsonl"
+    folder.mkdir()
+    with pytest.raises(EmbforgeError, match=rf"^{_e(folder)}: cannot read: Is a directory$"):
+        load_records(folder, format="flag")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(tmp_path / "gone.jsonl")
+    with pytest.raises(EmbforgeError, match=rf"^{_e(link)}: file not found$"):
+        load_records(link, format="flag")
     with pytest.raises(EmbforgeError, match="no records"):
         load_records(_file(tmp_path, [], name="empty.jsonl"), format="flag")
 
