@@ -307,3 +307,10 @@ def test_mine_with_no_input_records_fails_and_writes_nothing(tmp_path, tiny_bert
     assert main(["mine", "--model", str(tiny_bert), "--input_file", str(src), "--output_file", str(out)]) == 2
     assert f"{src}: no records (expected JSONL lines with query, pos and neg)" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_qrels_first_row_with_a_decimal_score_is_data_not_a_header(tmp_path):
+    from embforge.data.beir import load_beir
+
+    folder = _beir(tmp_path / "beir", qrels="q1\td1\t1.0\n")
+    assert load_beir(folder, "train").qrels == {"q1": {"d1": 1}}
