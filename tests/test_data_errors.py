@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 
 import pytest
@@ -91,11 +90,16 @@ def test_invalid_utf8_is_a_bad_line(tmp_path):
 def test_missing_and_unreadable_files(tmp_path):
     with pytest.raises(EmbforgeError, match="no such file or folder"):
         load_records(tmp_path / "nope.jsonl")
-    path = _file(tmp_path, [GOOD])
-    if os.geteuid() != 0:  # root reads anything
-        path.chmod(0)
-        with pytest.raises(EmbforgeError, match="cannot read"):
-            load_records(path, format="flag")
+    # A folder or a dangling link where the file should be: unreadable for every user, root included
+    # (root reads a chmod 0 file, so a permission test would prove nothing there).
+    folder = tmp_path / "folder.jsonl"
+    folder.mkdir()
+    with pytest.raises(EmbforgeError, match=rf"^{_e(folder)}: cannot read: Is a directory$"):
+        load_records(folder, format="flag")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(tmp_path / "gone.jsonl")
+    with pytest.raises(EmbforgeError, match=rf"^{_e(link)}: file not found$"):
+        load_records(link, format="flag")
     with pytest.raises(EmbforgeError, match="no records"):
         load_records(_file(tmp_path, [], name="empty.jsonl"), format="flag")
 
@@ -171,3 +175,142 @@ def test_hf_row_with_wrong_type_names_row_and_field(tmp_path):
     datasets.Dataset.from_dict({"query": ["a", "b"], "pos": [["x"], []]}).to_parquet(str(tmp_path / "t.parquet"))
     with pytest.raises(EmbforgeError, match=r"t.parquet:row 2: field 'pos' is empty"):
         load_records(tmp_path / "t.parquet")
+
+
+def _beir(folder, corpus=({"_id": "d1", "text": "doc one"},), queries=({"_id": "q1", "text": "query one"},),
+          qrels="q1\td1\t1\n"):
+    (folder / "qrels").mkdir(parents=True)
+    _file(folder, corpus, name="corpus.jsonl")
+    _file(folder, queries, name="queries.jsonl")
+    (folder / "qrels" / "train.tsv").write_text(qrels)
+    return folder
+
+
+BEIR_CASES = [
+    ("corpus", '{"_id": "d2", "text": ', r"invalid JSON: Expecting value"),
+    ("corpus", '["d2", "text"]', r"expected a JSON object"),
+    ("corpus", {"text": "doc two"}, r"missing field '_id'"),
+    ("corpus", {"_id": "d2", "title": "T"}, r"missing field 'text'"),
+    ("corpus", {"_id": ["d2"], "text": "doc two"}, r"field '_id' must be a string or an integer, got list"),
+    ("corpus", {"_id": "d2", "text": 5}, r"field 'text' must be a string, got int"),
+    ("corpus", {"_id": "d2", "title": 5, "text": "doc two"}, r"field 'title' must be a string, got int"),
+    ("queries", '{"_id": "q2"', r"invalid JSON: Expecting ',' delimiter"),
+    ("queries", {"text": "query two"}, r"missing field '_id'"),
+    ("queries", {"_id": "q2"}, r"missing field 'text'"),
+    ("queries", {"_id": True, "text": "query two"}, r"field '_id' must be a string or an integer, got bool"),
+    ("queries", {"_id": "q2", "text": 1.5}, r"field 'text' must be a string, got float"),
+]
+
+
+@pytest.mark.parametrize("part,bad,pattern", BEIR_CASES)
+def test_beir_bad_corpus_or_query_line(tmp_path, part, bad, pattern):
+    from embforge.data.beir import load_beir
+
+    good = {"corpus": {"_id": "d1", "text": "doc one"}, "queries": {"_id": "q1", "text": "query one"}}[part]
+    folder = _beir(tmp_path / "beir", **{part: [good, bad]})
+    where = rf"^{_e(folder / f'{part}.jsonl')}:2: {pattern}"
+    with pytest.raises(EmbforgeError, match=where):
+        load_records(folder)  # training
+    with pytest.raises(EmbforgeError, match=where):
+        load_beir(folder, "train")  # evaluation
+
+
+@pytest.mark.parametrize("rows,line,got", [
+    ("q1\td1\n", 1, 2),
+    ("q1 d1 1\n", 1, 1),  # spaces, not tabs
+    ("q1\td1\t1\tx\ty\n", 1, 5),
+    ("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td1\n", 3, 2),
+])
+def test_beir_qrels_row_with_wrong_column_count(tmp_path, rows, line, got):
+    from embforge.data.beir import load_beir
+
+    folder = _beir(tmp_path / "beir", qrels=rows)
+    where = rf"^{_e(folder / 'qrels' / 'train.tsv')}:{line}: expected 3 tab-separated columns \(query-id, " \
+            rf"corpus-id, score\), got {got}$"
+    with pytest.raises(EmbforgeError, match=where):
+        load_records(folder)
+    with pytest.raises(EmbforgeError, match=where):
+        load_beir(folder, "train")
+
+
+def test_bom_crlf_and_blank_lines_are_accepted(tmp_path):
+    """What Windows editors write: a BOM, CRLF line ends and blank lines, in every BEIR file and in JSONL."""
+    from embforge.data.beir import load_beir
+    from embforge.retrieval_jsonl import read_query_jsonl
+
+    folder = tmp_path / "beir"
+    (folder / "qrels").mkdir(parents=True)
+    bom = b"\xef\xbb\xbf"
+    (folder / "corpus.jsonl").write_bytes(bom + b'{"_id": "d1", "text": "doc one"}\r\n\r\n  \r\n'
+                                          b'{"_id": "d2", "title": "T", "text": "doc two"}\r\n')
+    (folder / "queries.jsonl").write_bytes(bom + b'{"_id": "q1", "text": "query one"}\r\n\r\n')
+    (folder / "qrels" / "train.tsv").write_bytes(bom + b"q1\td2\t1\r\n\r\nq1\td1\t0\r\n")
+    split = load_beir(folder, "train")
+    assert split.corpus == {"d1": "doc one", "d2": "T doc two"}
+    assert split.queries == {"q1": "query one"} and split.qrels == {"q1": {"d2": 1, "d1": 0}}
+    (rec,) = load_records(folder)
+    assert (rec.query, rec.pos) == ("query one", ["T doc two"])
+
+    path = tmp_path / "flag.jsonl"
+    path.write_bytes(bom + b'{"query": "q", "pos": ["p"]}\r\n\r\n \r\n{"query": "q2", "pos": ["p2"], "neg": ["n"]}\r\n')
+    assert [(r.query, r.pos, r.neg, r.source) for r in load_records(path)] == [
+        ("q", ["p"], [], f"{path}:1"), ("q2", ["p2"], ["n"], f"{path}:4")]
+    assert read_query_jsonl(path) == [{"query": "q", "pos": ["p"]}, {"query": "q2", "pos": ["p2"], "neg": ["n"]}]
+
+
+def test_mixture_naming_a_missing_file_points_at_its_yaml_line(tmp_path, capsys):
+    from embforge.cli import main
+
+    _file(tmp_path, [GOOD], name="a.jsonl")
+    y = tmp_path / "mix.yaml"
+    y.write_text("use_all: true\ndatasets:\n  name: [a, b]\n  data_path:\n    - a.jsonl\n    - b.jsonl\n")
+    want = f"{y}:6: datasets.data_path of 'b': {tmp_path / 'b.jsonl'}: no such file or folder"
+    with pytest.raises(EmbforgeError, match=rf"^{_e(want)}$"):
+        load_records(y)
+    assert main(["data", str(y)]) == 2
+    assert want in capsys.readouterr().err
+    y.write_text("use_all: true\ndatasets:\n  name: [b]\n  data_path: b.jsonl\n")  # one dataset, scalar path
+    with pytest.raises(EmbforgeError, match=rf"^{_e(y)}:4: datasets.data_path of 'b'"):
+        load_records(y)
+
+
+def test_csv_with_the_wrong_columns_names_file_and_expected_columns(tmp_path, capsys):
+    from embforge.cli import main
+
+    path = tmp_path / "pairs.csv"
+    path.write_text("question,answer\nwhat,that\n", encoding="utf-8")
+    with pytest.raises(EmbforgeError, match=rf"^{_e(path)}: columns question, answer match no record format; "
+                                            r"expected flag: query, pos; angle-a: text1, text2, label"):
+        load_records(path)
+    assert main(["eval", "--data", str(path)]) == 2  # not STS-B either: say what an STS file looks like
+    err = capsys.readouterr().err
+    assert f"{path}: unrecognised data" in err
+    assert "tab-separated genre, file, year, id, score, sentence1, sentence2" in err and "sentence_A" in err
+    sts = tmp_path / "sts"
+    sts.mkdir()
+    (sts / "sts-test.csv").write_text("sentence1\tsentence2\tscore\na\tb\t1.0\n", encoding="utf-8")
+    want = (f"{sts / 'sts-test.csv'}:1: expected at least 7 tab-separated fields "
+            "(genre, file, year, id, score, sentence1, sentence2), got 3")
+    with pytest.raises(EmbforgeError, match=rf"^{_e(want)}$"):
+        load_records(sts, split="test")
+    assert main(["eval", "--data", str(sts)]) == 2
+    assert want in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [b"", b"\xef\xbb\xbf\r\n  \r\n"])
+def test_mine_with_no_input_records_fails_and_writes_nothing(tmp_path, tiny_bert, capsys, content):
+    from embforge.cli import main
+
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(content)
+    out = tmp_path / "out.jsonl"
+    assert main(["mine", "--model", str(tiny_bert), "--input_file", str(src), "--output_file", str(out)]) == 2
+    assert f"{src}: no records (expected JSONL lines with query, pos and neg)" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_qrels_first_row_with_a_decimal_score_is_data_not_a_header(tmp_path):
+    from embforge.data.beir import load_beir
+
+    folder = _beir(tmp_path / "beir", qrels="q1\td1\t1.0\n")
+    assert load_beir(folder, "train").qrels == {"q1": {"d1": 1}}

@@ -134,7 +134,9 @@ def run(cfg: Config, encoder: Any = None, records: Sequence[Any] | None = None) 
         task = jsonl_task(data)
     else:
         raise EmbforgeError(f"{data}: unrecognised data (expected a BEIR folder with corpus.jsonl and qrels/, a "
-                            "query/pos .jsonl, an STS-B .csv or SICK.txt)")
+                            "query/pos .jsonl, an STS-B .csv of tab-separated genre, file, year, id, score, "
+                            "sentence1, sentence2, or SICK.txt with a header naming sentence_A, sentence_B and "
+                            "relatedness_score)")
     t_data = time.perf_counter()
 
     overrides: dict[str, Any] = {"query_instruction": cfg.query_instruction_for_retrieval}

@@ -29,11 +29,14 @@ def _jsonl(path: Path) -> Iterator[tuple[int, dict]]:
 
 
 def _field(obj: dict, key: str, path: Path, n: int, default: str | None = None) -> str:
+    """A text field; ``_id`` may also be an integer (some exports write numeric ids), nothing else may."""
     value = obj.get(key, default)
     if value is None:
         raise EmbforgeError(f"{where(path, n)}: missing field {key!r}")
-    if not isinstance(value, (str, int)):
-        raise EmbforgeError(f"{where(path, n)}: field {key!r} must be a string, got {type(value).__name__}")
+    allowed = (str, int) if key == "_id" else (str,)
+    if isinstance(value, bool) or not isinstance(value, allowed):
+        what = "a string or an integer" if key == "_id" else "a string"
+        raise EmbforgeError(f"{where(path, n)}: field {key!r} must be {what}, got {type(value).__name__}")
     return str(value)
 
 
@@ -53,22 +56,33 @@ def read_queries(path: Path) -> dict[str, str]:
     return {_field(obj, "_id", path, n): _field(obj, "text", path, n) for n, obj in _jsonl(path)}
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def iter_qrels(path: Path, bad: BadRecords | None = None) -> Iterator[tuple[int, str, str, int]]:
     """(line, query id, doc id, relevance) per row; tolerates CRLF, a header row and TREC's 4 columns."""
     bad = bad if bad is not None else BadRecords()
     if not path.is_file():
         raise EmbforgeError(f"{path}: qrels file not found")
-    with path.open(encoding="utf-8", newline="") as fh:
+    with path.open(encoding="utf-8-sig", newline="") as fh:
         for n, row in enumerate(csv.reader(fh, delimiter="\t"), 1):
             row = [c.strip() for c in row]
             if not row or not any(row):
                 continue
-            if n == 1 and not row[-1].lstrip("-").isdigit():
-                continue  # header
+            # A header has the data's columns with a name for the score; any other first row is data, so
+            # a space-separated or short first row is reported instead of being skipped as a header.
+            if n == 1 and len(row) in (3, 4) and not _is_number(row[-1]):
+                continue
             if len(row) == 4:  # TREC layout: qid 0 docid rel
                 row = [row[0], row[2], row[3]]
             if len(row) != 3:
-                bad.handle(BadRecord(where(path, n), "expected 3 tab-separated columns (query-id, corpus-id, score)"))
+                bad.handle(BadRecord(where(path, n), "expected 3 tab-separated columns (query-id, corpus-id, "
+                                     f"score), got {len(row)}"))
                 continue
             try:
                 score = int(float(row[2]))

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..config import did_you_mean, load_yaml, parse_bool
-from ..errors import EmbforgeError
+from ..errors import EmbforgeError, where
 from .formats import Record, detect_format, iter_records
 from .problems import BadRecords
 
@@ -222,10 +222,37 @@ def mixture_config_from_dict(data: Mapping[str, Any], base_dir: str | Path = "."
                          source=source)
 
 
+def _data_path_lines(path: Path) -> list[int]:
+    """The YAML line of each ``datasets.data_path`` entry (composed, not loaded: nothing is constructed)."""
+    import yaml
+
+    def child(node: Any, key: str) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            return next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == key), None)
+        return None
+
+    try:
+        node = child(child(yaml.compose(path.read_text(encoding="utf-8")), "datasets"), "data_path")
+    except yaml.YAMLError:
+        return []
+    items = node.value if isinstance(node, yaml.SequenceNode) else [node] if node is not None else []
+    return [item.start_mark.line + 1 for item in items]
+
+
 def load_mixture_config(yaml_path: str | Path) -> MixtureConfig:
-    """Read a mixture YAML; data paths are relative to the YAML file's folder."""
+    """Read a mixture YAML; data paths are relative to the YAML file's folder and must exist.
+
+    A missing one is reported at its line of the YAML: the resolved path alone does not say which
+    mixture, or which entry of it, named the file.
+    """
     path = Path(yaml_path)
-    return mixture_config_from_dict(load_yaml(path), base_dir=path.parent, source=str(path))
+    cfg = mixture_config_from_dict(load_yaml(path), base_dir=path.parent, source=str(path))
+    lines = _data_path_lines(path)
+    for i, spec in enumerate(cfg.datasets):
+        if not spec.path.exists():
+            raise EmbforgeError(f"{where(path, lines[i] if i < len(lines) else None)}: datasets.data_path of "
+                                f"{spec.name!r}: {spec.path}: no such file or folder")
+    return cfg
 
 
 def _read(spec: DatasetSpec, **kwargs: Any):
