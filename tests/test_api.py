@@ -74,7 +74,7 @@ def file_run(tiny_bert_nodrop, tmp_path_factory) -> tuple[Path, Path]:
     out = tmp / "out"
     assert main(["train", "--model_name_or_path", str(tiny_bert_nodrop), "--train_data", str(data),
                  "--output_dir", str(out), *flags(TRAIN)]) == 0
-    return data, out / "final"
+    return data, out
 
 
 # ------------------------------------------------------------------------------------------- train
@@ -82,7 +82,7 @@ def test_train_twin_writes_the_cli_weights(file_run, tiny_bert_nodrop, tmp_path)
     data, cli_final = file_run
     final = embforge.train(model_name_or_path=str(tiny_bert_nodrop), train_data=data, output_dir=tmp_path / "o",
                            **TRAIN)
-    assert final == tmp_path / "o" / "final"
+    assert final == tmp_path / "o"
     assert_same_weights(final, cli_final)
     base = load_file(str(tiny_bert_nodrop / "model.safetensors"))
     trained = weights(final)

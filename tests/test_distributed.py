@@ -41,8 +41,8 @@ def test_two_processes_equal_one_process_on_the_full_batch(tiny_bert_nodrop, tmp
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
-    single = load_file(str(tmp_path / "single" / "final" / "model.safetensors"))
-    ddp = load_file(str(tmp_path / "ddp" / "final" / "model.safetensors"))
+    single = load_file(str(tmp_path / "single" / "model.safetensors"))
+    ddp = load_file(str(tmp_path / "ddp" / "model.safetensors"))
     base = load_file(str(tiny_bert_nodrop / "model.safetensors"))
     moved = max((single[k] - base[k]).abs().max().item() for k in single)
     assert moved > 1e-3, "training did not change the weights; the comparison would be vacuous"

@@ -81,7 +81,7 @@ def test_sentence_transformers_export_of_a_plain_hf_folder(tiny_bert_nodrop, tmp
 
 
 def test_export_errors(tiny_bert_nodrop, tmp_path, capsys):
-    with pytest.raises(EmbforgeError, match="must differ"):
+    with pytest.raises(EmbforgeError, match="the output folder holds the input"):
         export_model(tiny_bert_nodrop, "onnx", tiny_bert_nodrop)
     assert main(["export", "--model", str(tmp_path / "nope"), "--output_dir", str(tmp_path / "o")]) == 2
     assert "model not found" in capsys.readouterr().err

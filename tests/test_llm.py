@@ -199,7 +199,7 @@ def test_train_command_with_llm_flags_saves_a_loadable_model(tiny_llama, tmp_pat
     assert cli(["train", "--model_name_or_path", str(tiny_llama), "--sanity_test", "--output_dir", str(out),
                 "--is_llm", "--apply_lora", "--specb", "--apply_billm", "--billm_start_index", "1",
                 "--report_to", "none", "--save_strategy", "no"]) == 0
-    saved = json.loads((out / "final" / "embforge.json").read_text())
+    saved = json.loads((out / "embforge.json").read_text())
     assert {k: saved[k] for k in ("pooling", "padding_side", "append_eos", "brackets", "billm_start_index")} == {
         "pooling": "lasttoken", "padding_side": "left", "append_eos": True, "brackets": "specb",
         "billm_start_index": 1}

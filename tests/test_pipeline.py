@@ -181,7 +181,7 @@ def test_tiny_pipeline_runs_every_step_and_resumes(tiny_bert, bundled_data, tmp_
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
     merged_card = (out / "merged" / "README.md").read_text()
     assert "## Merge" in merged_card and "| this model |" in merged_card and "| base model (before) |" in merged_card
-    assert "| this model |" in (out / "train" / "final" / "README.md").read_text()
+    assert "| this model |" in (out / "train" / "README.md").read_text()
 
     again = run_pipeline(config, sanity_test=True)
     assert all(s["skipped"] for s in again["run"]["steps"].values())

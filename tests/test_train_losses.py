@@ -78,7 +78,7 @@ def test_self_distillation_starts_at_zero_and_keeps_the_model_near_its_teacher(t
         w = load_file(str(folder / "model.safetensors"))
         return sum((w[k] - base[k]).pow(2).sum().item() for k in w)
 
-    assert drift(tmp_path / "out" / "final") < drift(tmp_path / "plain" / "out" / "final")
+    assert drift(tmp_path / "out") < drift(tmp_path / "plain" / "out")
 
 
 @pytest.mark.parametrize("extra", [{"loss": ["cosent"]}, {"recipe": "angle", "apply_ese": True,
@@ -204,7 +204,7 @@ def test_pair_losses_across_two_processes_equal_one_process(tiny_bert_nodrop, tm
                *args(tiny_bert_nodrop, data, tmp_path / name, batch, extra), *more]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        trained[name] = load_file(str(tmp_path / name / "final" / "model.safetensors"))
+        trained[name] = load_file(str(tmp_path / name / "model.safetensors"))
     base = load_file(str(tiny_bert_nodrop / "model.safetensors"))
     a, b = trained["single"], trained["ddp"]
     assert max((a[k] - base[k]).abs().max().item() for k in a) > 1e-4

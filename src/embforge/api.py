@@ -300,8 +300,9 @@ def fit(encoder: Encoder, train_data: Any, *, loss: str | list[str] | None = Non
     fields["train_data"] = train_data
     cfg = build_config(cmd.Config, None, fields, objects=("train_data",))
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".fit-start-", dir=out) as start:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # The starting weights are an input of the run, so they live beside the output folder, not in it.
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.fit-start-", dir=out.parent) as start:
         cfg.model_name_or_path = str(encoder.save(Path(start) / "model"))
         final = Path(cmd.run(cfg))
     _adopt(encoder, final)
@@ -323,8 +324,6 @@ def _adopt(encoder: Encoder, folder: Path) -> None:
 
 
 def evaluate_encoder(encoder: Encoder, data: Any, **fields: Any) -> dict[str, Any]:
-    """``Encoder.evaluate``: :func:`evaluate` for a loaded encoder. The embedding cache is off unless
-    ``no_cache=False`` is given: the cache identifies a model by its folder, and weights in memory
-    may have moved away from it."""
-    fields.setdefault("no_cache", True)
+    """``Encoder.evaluate``: :func:`evaluate` for a loaded encoder. The embedding cache is keyed by the
+    weights in memory, so an encoder changed since it was loaded never reads its old vectors."""
     return evaluate(encoder=encoder, data=data, **fields)

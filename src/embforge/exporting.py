@@ -139,22 +139,21 @@ def verify_sentence_transformers(encoder: Any, output_dir: Path) -> float | None
 
 
 def export_model(model: str | os.PathLike | None, fmt: str, output_dir: str | os.PathLike,
-                 opset: int = 18, verify: bool = True, tolerance: float = 1e-4) -> dict[str, Any]:
+                 opset: int = 18, verify: bool = True, tolerance: float = 1e-4,
+                 overwrite: bool = False) -> dict[str, Any]:
     """Export ``model`` to ``output_dir`` in ``fmt``; returns what was written and the check's max diff."""
     from .model import Encoder
     from .model.card import CARD_DATA, CARD_FILE
     from .model.io import model_root
-    from .paths import atomic_dir, resolve_model_path
+    from .paths import atomic_dir, check_output_dir, resolve_model_path
 
     if fmt not in FORMATS:
         raise EmbforgeError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     source = model_root(resolve_model_path(model))
-    out = Path(output_dir)
-    if out.resolve() == source.resolve():
-        raise EmbforgeError(f"{out}: the export folder must differ from the model folder")
+    out = check_output_dir(output_dir, command="export", inputs=[source], overwrite=overwrite)
     encoder = Encoder.from_pretrained(source, device="cpu")
     diff: float | None = None
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, command="export", overwrite=overwrite) as tmp:
         if fmt == "onnx":
             files = export_onnx(encoder, tmp, opset=opset)
             encoder.tokenizer.save_pretrained(tmp)

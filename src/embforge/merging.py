@@ -81,7 +81,7 @@ def _finish(acc: dict[str, torch.Tensor], like: dict[str, torch.Tensor]) -> dict
 
 
 def merge_models(models: Sequence[str | os.PathLike | None], weights: Sequence[float] | None,
-                 output_dir: str | os.PathLike) -> dict[str, Any]:
+                 output_dir: str | os.PathLike, overwrite: bool = False) -> dict[str, Any]:
     """Average ``models`` (folders; None = the embedded default model) into ``output_dir``.
 
     Models are loaded one at a time, so peak memory is two models whatever their number. Returns a
@@ -89,8 +89,11 @@ def merge_models(models: Sequence[str | os.PathLike | None], weights: Sequence[f
     """
     from .model import Encoder
     from .model.card import model_label, write_merge_card
+    from .paths import check_output_dir, resolve_model_path
 
     weights = normalise_weights(weights, len(models))
+    check_output_dir(output_dir, command="merge", inputs=[resolve_model_path(m) for m in models],
+                     overwrite=overwrite)
     names = [model_label(m) for m in models]
     first = Encoder.from_pretrained(models[0], device="cpu")
     reference = first.state_dict()
@@ -101,7 +104,7 @@ def merge_models(models: Sequence[str | os.PathLike | None], weights: Sequence[f
         _accumulate(acc, other, w, names[0], name, first=False)
         del other
     first.load_state_dict(_finish(acc, reference))
-    out = first.save(output_dir)
+    out = first.save(output_dir, command="merge", overwrite=overwrite)
     summary = {"models": names, "weights": weights, "tensors": len(acc),
                "parameters": int(sum(t.numel() for t in acc.values() if t.is_floating_point()))}
     write_merge_card(out, summary)

@@ -1,13 +1,14 @@
-"""Where things live: the embedded default model and atomic output folders."""
+"""Where things live: the embedded default model, and output folders that never lose the user's files."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib.resources
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .errors import EmbforgeError
@@ -42,15 +43,91 @@ def resolve_model_path(name: str | os.PathLike[str] | None) -> Path:
     return path
 
 
+# Written into every folder a command owns, so a later run knows it may replace that folder: anything
+# else that is not empty belongs to the user and is only replaced on request (--overwrite).
+OUTPUT_MARKER = ".embforge-output.json"
+
+
+def output_owner(folder: str | os.PathLike[str]) -> dict[str, object] | None:
+    """The marker of the command that wrote ``folder`` ({"command": ..., ...}), or None."""
+    try:
+        data = json.loads((Path(folder) / OUTPUT_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("command"), str) else None
+
+
+def write_output_marker(folder: str | os.PathLike[str], command: str, **extra: object) -> None:
+    atomic_write_bytes(Path(folder) / OUTPUT_MARKER,
+                       (json.dumps({"command": command, **extra}, indent=2, default=str) + "\n").encode())
+
+
+def check_output_dir(target: str | os.PathLike[str], *, command: str,
+                     inputs: Iterable[str | os.PathLike[str] | None] = (), overwrite: bool = False,
+                     flag: str = "--overwrite") -> Path:
+    """Refuse, before any work, an output folder whose replacement would lose something.
+
+    Refused always: the current directory (or a folder holding it) and a folder that holds one of the
+    command's inputs. Refused unless ``overwrite``: a non-empty folder that an earlier run of the same
+    command did not write. A file where the folder should be, or a parent that cannot be written, fails here
+    too rather than after the work.
+    """
+    path = Path(target).expanduser()
+    resolved = path.resolve()
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise EmbforgeError(f"{path}: the output folder is the current directory or holds it; embforge writes "
+                            "its output folder as a whole, so give a new folder")
+    for item in inputs:
+        if item is None or str(item) == "":
+            continue
+        source = Path(item).expanduser().resolve()
+        if source == resolved or resolved in source.parents:
+            raise EmbforgeError(f"{path}: the output folder holds the input {item}; writing it would destroy "
+                                f"that input (refused even with {flag}): give another output folder")
+    if resolved.exists() and not resolved.is_dir():
+        raise EmbforgeError(f"{path}: expected an output folder, found a file")
+    if resolved.is_dir() and any(resolved.iterdir()) and not overwrite:
+        owner = output_owner(resolved)
+        if owner is None or owner.get("command") != command:
+            made_by = f" (it holds the output of `embforge {owner['command']}`)" if owner else ""
+            raise EmbforgeError(f"{path}: the folder is not empty and is not the output of an earlier "
+                                f"`embforge {command}`{made_by}; refusing to replace it. Give a new or empty "
+                                f"folder, or {flag} to replace it")
+    check_writable_parent(path)
+    return path
+
+
+def check_writable_parent(path: str | os.PathLike[str]) -> None:
+    """The nearest existing ancestor of ``path`` must be a writable folder."""
+    parent = Path(path).expanduser().absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise EmbforgeError(f"cannot write to {path}: {parent} is not a writable folder")
+
+
+def check_output_file(path: str | os.PathLike[str], what: str = "output file") -> Path:
+    """An output file's path, checked before the work that fills it: not a folder, parent writable."""
+    out = Path(path).expanduser()
+    if out.is_dir():
+        raise EmbforgeError(f"{out}: the {what} is an existing folder; give a file name")
+    check_writable_parent(out)
+    return out
+
+
 @contextlib.contextmanager
-def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_dir(target: str | os.PathLike[str], *, command: str, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling folder and move it onto ``target`` only if the block succeeds.
 
     A crash mid-write leaves the previous ``target`` (if any) intact and no half-written folder in
-    its place.
+    its place. The folder is ``command``'s output: it gets the output marker, and
+    :func:`check_output_dir` runs before and again just before the swap, so only a folder that the same
+    command wrote earlier (or any, with ``overwrite``) is ever replaced.
     """
     target = Path(target)
     parent = target.parent if str(target.parent) else Path(".")
+    check_output_dir(target, command=command, overwrite=overwrite)
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
@@ -59,6 +136,8 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
         raise EmbforgeError(f"cannot write to {parent}: {exc.strerror}") from exc
     try:
         yield tmp
+        write_output_marker(tmp, command)
+        check_output_dir(target, command=command, overwrite=overwrite)
         old = None
         if target.exists():
             old = parent / f".{target.name}.old-{os.getpid()}"

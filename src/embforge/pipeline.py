@@ -238,7 +238,7 @@ def load_pipeline(config: str | os.PathLike | Mapping[str, Any], sanity_test: bo
             tr["train_data"] = data_input(tr["train_data"], "train.train_data",
                                           _where(source, lines, "train", "train_data"))
         cfg = from_dict(train_cmd.Config, {**tr, **wired}, source=f"{source} [train]")
-        trained = str(out / "train" / "final")
+        trained = str(out / "train")
         pipe.models["trained"] = trained
         settings = {k: v for k, v in {**tr, **wired}.items() if k != "output_dir"}
         inputs = {"model": base_path} | ({} if mined else {"data": str(cfg.train_data)})
@@ -546,7 +546,7 @@ def slice_beir(src: str | os.PathLike, dst: str | os.PathLike, n_queries: int = 
             rows.setdefault(qf.name, []).append((qid, did, rel))
             keep_d.add(did)
         keep_q.update(chosen)
-    with atomic_dir(dst) as tmp:
+    with atomic_dir(dst, command="run slice") as tmp:
         (tmp / "qrels").mkdir()
         for name, triples in rows.items():
             body = "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{r}\n" for q, d, r in triples)

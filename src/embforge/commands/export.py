@@ -23,6 +23,9 @@ class Config:
     verify: bool = option(True, "Run the export on sample texts and compare with embforge's vectors (needs "
                                 "onnxruntime / sentence-transformers; skipped when missing).")
     tolerance: float = option(1e-4, "Largest allowed |difference| in the check.")
+    overwrite: bool = option(False, "Replace --output_dir even if it holds files that an earlier export did not "
+                                    "write (a folder holding the model is refused regardless).",
+                             aliases=("overwrite_output_dir",))
 
 
 def default_output(model: str | None, fmt: str) -> Path:
@@ -39,7 +42,8 @@ def run(cfg: Config) -> dict[str, Any]:
     from ..exporting import export_model
 
     out = cfg.output_dir or str(default_output(cfg.model, cfg.format))
-    result = export_model(cfg.model, cfg.format, out, opset=cfg.opset, verify=cfg.verify, tolerance=cfg.tolerance)
+    result = export_model(cfg.model, cfg.format, out, opset=cfg.opset, verify=cfg.verify, tolerance=cfg.tolerance,
+                          overwrite=cfg.overwrite)
     check = ("not checked (install onnxruntime / sentence-transformers to check)" if result["max_abs_diff"] is None
              else f"max |difference| from embforge's vectors {result['max_abs_diff']:.2e}")
     print(f"exported {result['model']} as {cfg.format} to {out} ({', '.join(result['files'])}); {check}")

@@ -20,6 +20,9 @@ class Config:
                                     "embedded all-MiniLM-L6-v2) is added after --models.", aliases=("base_model",))
     output_dir: str | None = option(None, "Folder for the merged model (written atomically).",
                                     aliases=("output", "output_path"))
+    overwrite: bool = option(False, "Replace --output_dir even if it holds files that an earlier merge did not "
+                                    "write (a folder holding one of the models is refused regardless).",
+                             aliases=("overwrite_output_dir",))
 
     def all_models(self) -> list[str]:
         return list(self.models or []) + ([self.base] if self.base else [])
@@ -35,7 +38,7 @@ def run(cfg: Config) -> dict[str, Any]:
     if len(models) < 2:
         raise EmbforgeError("merge needs at least two models: --models A B [...] or --models FINE_TUNED --base BASE")
     normalise_weights(cfg.weights, len(models))  # fail before loading anything
-    summary = merge_models(models, cfg.weights, cfg.output_dir)
+    summary = merge_models(models, cfg.weights, cfg.output_dir, overwrite=cfg.overwrite)
     parts = ", ".join(f"{w:.3g} x {m}" for m, w in zip(summary["models"], summary["weights"]))
     print(f"merged {summary['tensors']} tensors ({summary['parameters']:,} parameters): {parts} -> {cfg.output_dir}")
     return summary

@@ -124,6 +124,9 @@ class Config(TrainingArguments):
                                 "tokens); saved with the model.")
     specb: bool = option(False, "SGPT brackets: queries wrapped in [ ], documents in { }; saved with the model.")
     # --- run
+    overwrite_output_dir: bool = option(False, "Train into --output_dir even if it holds another run or other "
+                                               "files; the other run's checkpoints and model are removed.",
+                                        aliases=("overwrite",))
     sanity_test: bool = option(False, "Tiny run to check the pipeline: a few records, batch 2, a few steps, one save.")
 
     def __post_init__(self) -> None:

@@ -54,7 +54,7 @@ def save_stacked(encoder: Any, csr: CSRModel, folder: str | os.PathLike) -> Path
         raise EmbforgeError(f"the CSR head expects {csr.settings.embed_dim}-d embeddings but the encoder gives "
                             f"{encoder.embedding_dim}-d")
     folder = Path(folder)
-    with atomic_dir(folder) as tmp:
+    with atomic_dir(folder, command="csr stack") as tmp:
         encoder.save_to(tmp)
         csr.save(tmp / CSR_SUBFOLDER, extra={"stacked_on": "the encoder in the parent folder"})
         write_st_sparse_autoencoder(csr, tmp / CSR_SUBFOLDER / ST_SAE_SUBFOLDER)

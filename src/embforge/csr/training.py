@@ -204,11 +204,11 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> TrainResult:
     """Check, train, write ``csr_config.json`` + ``model.safetensors`` + ``train_report.json`` + ``loss.png``."""
     import json
 
-    from ..paths import atomic_dir
+    from ..paths import atomic_dir, check_output_dir
 
     if not cfg.pretrained_emb:
         raise EmbforgeError("csr train needs --pretrained_emb (an .npz of embeddings)")
-    out = _output_dir(cfg)
+    out = check_output_dir(_output_dir(cfg), command="csr train", inputs=[cfg.pretrained_emb, cfg.stack_on])
     data = load_train_data(cfg.pretrained_emb)
     settings = check_config(cfg, data)
     device = pick_device(cfg.device)
@@ -219,7 +219,7 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> TrainResult:
               "rows": len(data), "memory_mapped": data.embeddings.memory_mapped,
               "labels": data.labels is not None, "pairs": len(data.pairs) if data.pairs is not None else 0,
               **fitted}
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, command="csr train") as tmp:
         model.save(tmp, extra={"base_model": cfg.base_model, "source": str(cfg.pretrained_emb)})
         (tmp / "train_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         plot_history(tmp / "loss.png", fitted["history"])

@@ -195,7 +195,7 @@ def from_training(folder: str | os.PathLike, cfg: Any) -> Path:
     except (OSError, ValueError):
         pass
     report.pop("log_history", None)
-    data = {"name": folder.parent.name if folder.name == "final" else folder.name,
+    data = {"name": out.resolve().name,
             "base_model": model_label(report.get("model") or cfg.model_name_or_path),
             "training": report, "hyperparameters": hyperparameters_of(cfg)}
     plot = _copy_plot(out / "loss.png", folder, "loss.png")

@@ -187,10 +187,14 @@ class Encoder(nn.Module):
         return {"pooling": "lasttoken", "normalize": True, "query_max_len": max_len, "passage_max_len": max_len,
                 "padding_side": "left", "append_eos": tokenizer.eos_token_id is not None}
 
-    def save(self, output_dir: str | os.PathLike) -> Path:
-        """Write the folder atomically: it loads with AutoModel, SentenceTransformer and Encoder."""
+    def save(self, output_dir: str | os.PathLike, *, overwrite: bool = False, command: str = "save") -> Path:
+        """Write the folder atomically: it loads with AutoModel, SentenceTransformer and Encoder.
+
+        A non-empty folder that embforge did not write as ``command``'s output is refused unless
+        ``overwrite``: the folder is replaced as a whole, so anything else in it would be lost.
+        """
         output_dir = Path(output_dir)
-        with atomic_dir(output_dir) as tmp:
+        with atomic_dir(output_dir, command=command, overwrite=overwrite) as tmp:
             self.save_to(tmp)
         return output_dir
 

@@ -45,7 +45,7 @@ def gguf_to_folder(gguf: Path, folder: Path) -> Path:
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    with atomic_dir(folder) as tmp:
+    with atomic_dir(folder, command="gguf") as tmp:
         # The bare decoder (no LM head) is what an encoder needs; AutoModel reads it back directly.
         model.get_decoder().save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -38,6 +38,9 @@ from .heads import activation_name, st_activation_name
 from .pooling import canonical_pooling
 
 EMBFORGE_FILE = "embforge.json"
+# Present while a save into an existing folder is under way (see training/output.py): a folder that still
+# has it holds a mix of two models' files, and loading it is refused.
+INCOMPLETE_MARKER = ".embforge-incomplete"
 FORMAT_VERSION = 1
 QUERY_TOWER_DIR = "query_encoder"
 _ST_TYPE = "sentence_transformers.models."
@@ -156,9 +159,12 @@ def read_sentence_transformers(folder: Path) -> tuple[Path, dict[str, Any]]:
 
 
 def model_root(folder: Path) -> Path:
-    """The model folder itself, or the final model inside an ``embforge train`` output folder."""
+    """The model folder itself, or the final model in ``final/`` of an older ``embforge train`` output folder."""
     if not (folder / "config.json").exists() and (folder / "final" / EMBFORGE_FILE).exists():
-        return folder / "final"
+        folder = folder / "final"
+    if (folder / INCOMPLETE_MARKER).exists():
+        raise EmbforgeError(f"{folder}: a save into this folder was interrupted ({INCOMPLETE_MARKER} is still "
+                            "there), so it may hold parts of two models; train or save it again")
     return folder
 
 

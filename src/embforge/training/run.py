@@ -4,27 +4,36 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..cache import parameters_digest
 from ..data import load_records
 from ..data.records import RetrievalRecord, ScoredPair
 from ..errors import EmbforgeError
 from ..model import Encoder
 from ..model.card import from_training
-from ..paths import atomic_write_bytes
+from ..paths import OUTPUT_MARKER, atomic_write_bytes, check_writable_parent
 from .distributed import world
 from .objective import ContrastiveObjective, Objective
+from .output import (
+    STAGING_DIR,
+    claim,
+    prepare_output_dir,
+    publish_final,
+    records_digest,
+    resolve_resume,
+    run_settings,
+)
 from .peft_modes import apply_parameter_efficiency, finalize_for_saving, validate_architecture_options
 from .recipes import check_data_kind, check_model_dims, resolve
 
 logger = logging.getLogger(__name__)
-
-FINAL_DIR = "final"
-
 
 def sanity_data() -> Path:
     """16 SciFact train queries, each with 3 random corpus negatives, shipped in the package for --sanity_test."""
@@ -43,13 +52,9 @@ def validate(cfg: Any) -> None:
         raise EmbforgeError("--apply_lora and --freezenonbias are two different ways to train few weights: pick one")
     validate_architecture_options(cfg)
     out = Path(cfg.output_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".embforge-write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise EmbforgeError(f"cannot write to the output folder {out}: {exc.strerror}") from exc
+    if out.exists() and not out.is_dir():
+        raise EmbforgeError(f"{out}: expected an output folder, found a file")
+    check_writable_parent(out)
 
 
 def load_training_records(cfg: Any) -> list[RetrievalRecord | ScoredPair]:
@@ -136,13 +141,35 @@ def freeze_unused_heads(encoder: Encoder) -> None:
 
 
 def train(cfg: Any) -> Path:
-    """Train and save; returns the folder of the final model (``OUTPUT_DIR/final``)."""
+    """Train and save; returns the folder of the final model, ``OUTPUT_DIR`` itself.
+
+    An output folder this call created is removed again if training fails before writing anything
+    there, so a failed run leaves no empty folder behind.
+    """
+    out = Path(cfg.output_dir)
+    created = not out.exists()
+    try:
+        return _train(cfg, out)
+    except BaseException:
+        if created and out.is_dir() and {p.name for p in out.iterdir()} <= {OUTPUT_MARKER}:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _train(cfg: Any, out: Path) -> Path:
     from .trainer import EmbeddingTrainer
 
     resolve(cfg)
     validate(cfg)
     records = load_training_records(cfg)
     encoder = build_encoder(cfg)
+    settings = run_settings(cfg, records_digest(records), parameters_digest(encoder))
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    resuming = bool(cfg.resume_from_checkpoint) and str(cfg.resume_from_checkpoint).lower() not in ("false", "none")
+    prepare_output_dir(out, settings, resuming=resuming, overwrite=cfg.overwrite_output_dir and main_process)
+    resume = resolve_resume(out, cfg.resume_from_checkpoint, settings)
+    if main_process:
+        claim(out, settings)
     check_model_dims(cfg, encoder.embedding_dim)
     teacher = load_teacher(cfg, encoder)
     ese_layers = list(range(1, int(encoder.backbone.config.num_hidden_layers))) if cfg.apply_ese else []
@@ -159,27 +186,21 @@ def train(cfg: Any) -> Path:
                                query_instruction=encoder.config.query_instruction,
                                passage_instruction=encoder.config.passage_instruction, strict=cfg.strict,
                                gradcache_chunk=cfg.chunk_size if cfg.gradcache else None, pairs=pairs,
-                               teacher=teacher, ese_layers=ese_layers)
-    resume = cfg.resume_from_checkpoint
-    if isinstance(resume, str) and resume.lower() in ("true", "last"):
-        from transformers.trainer_utils import get_last_checkpoint
-
-        resume = get_last_checkpoint(cfg.output_dir)
-        if resume is None:
-            raise EmbforgeError(f"{cfg.output_dir}: no checkpoint to resume from")
-    elif resume and not Path(resume).is_dir():
-        raise EmbforgeError(f"checkpoint not found: {resume}")
+                               teacher=teacher, ese_layers=ese_layers, run_settings=settings)
     result = trainer.train(resume_from_checkpoint=resume)
 
-    final = Path(cfg.output_dir) / FINAL_DIR
     if trainer.is_world_process_zero():
         finalize_for_saving(encoder, cfg)
-        encoder.save(final)
         write_report(cfg, trainer, result, len(records))
-        from_training(final, cfg)  # README.md model card, from the report just written
-        logger.info("saved the final model to %s", final)
+        staging = out / STAGING_DIR
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        encoder.save_to(staging)
+        from_training(staging, cfg)  # README.md model card, from the report just written
+        publish_final(out, staging, settings)
+        logger.info("saved the final model to %s", out)
     trainer.accelerator.wait_for_everyone()
-    return final
+    return out
 
 
 def write_report(cfg: Any, trainer: Any, result: Any, n_records: int) -> None:

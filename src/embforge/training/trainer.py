@@ -32,6 +32,7 @@ from .batches import GroupCollator, GroupDataset, PairCollator, PairDataset
 from .distributed import world
 from .gradcache import gradcache_step, split_features
 from .objective import ContrastiveObjective
+from .output import write_run_file
 
 
 class _EpochCallback(TrainerCallback):
@@ -120,7 +121,8 @@ class EmbeddingTrainer(Trainer):
     def __init__(self, *, encoder, records, objective: ContrastiveObjective, group_size: int,
                  query_instruction: str | None, passage_instruction: str | None, strict: bool = False,
                  gradcache_chunk: int | None = None, pairs: bool = False, teacher: Any = None,
-                 ese_layers: list[int] | None = None, **kwargs: Any):
+                 ese_layers: list[int] | None = None, run_settings: dict[str, Any] | None = None,
+                 **kwargs: Any):
         super().__init__(model=encoder, **kwargs)
         self.encoder = encoder
         self.records = records
@@ -129,6 +131,7 @@ class EmbeddingTrainer(Trainer):
         self.pairs = pairs
         self.teacher = teacher
         self.ese_layers = list(ese_layers or [])
+        self.run_settings = run_settings  # written into every checkpoint, checked when resuming
         if pairs:
             self.dataset = PairDataset(records, passage_instruction)
             self.collator = PairCollator(encoder)
@@ -253,6 +256,8 @@ class EmbeddingTrainer(Trainer):
             self._staging = None
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
+            if self.run_settings is not None:
+                write_run_file(Path(run_dir, ".staging", name), self.run_settings)
             final = os.path.join(run_dir, name)
             if os.path.exists(final):
                 shutil.rmtree(final)
