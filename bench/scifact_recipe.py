@@ -51,7 +51,7 @@ def main() -> None:
         call("train", "--train_data", str(mined), "--output_dir", str(model), "--save_strategy", "no",
              "--report_to", "none", "--seed", "0", "--logging_steps", "5", *flags)
         t_train = time.perf_counter() - t0
-        call("eval", "--data", str(SCIFACT), "--split", "test", "--model", str(model / "final"),
+        call("eval", "--data", str(SCIFACT), "--split", "test", "--model", str(model),
              "--report", str(model / "eval.json"))
         ndcg = json.loads((model / "eval.json").read_text())["metrics"]["nDCG@10"]
         row = {"recipe": recipe, "range": args.range, "ndcg@10": ndcg, "train_s": round(t_train, 1),

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 sanity_test=args.sanity_test)
     after = encoder.evaluate(sts_pairs)["metrics"]["spearman"]
 
-    summary = {"sts-b_test_spearman": {"base (weightedmean)": before, "bitfit": after}, "model": str(out / "final")}
+    summary = {"sts-b_test_spearman": {"base (weightedmean)": before, "bitfit": after}, "model": str(out)}
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     return summary["sts-b_test_spearman"]  # type: ignore[return-value]

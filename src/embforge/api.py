@@ -128,7 +128,7 @@ def command(name: str, config: ConfigLike = None, /, **fields: Any) -> Any:
 
 # ---------------------------------------------------------------------------------------- commands
 def train(config: TrainConfig | ConfigLike = None, /, **fields: Any) -> Path:
-    """Train (``embforge train``); returns the final model folder, ``OUTPUT_DIR/final``.
+    """Train (``embforge train``); returns the final model folder, ``OUTPUT_DIR`` itself.
 
     ``train_data`` may be a path, a mixture YAML, or in-memory records (list of dicts or records,
     ``datasets.Dataset``, pandas DataFrame), read with the same field rules as a JSONL file.
@@ -149,7 +149,7 @@ def evaluate(config: EvalConfig | ConfigLike = None, /, *, encoder: Encoder | No
     records give retrieval metrics over all their texts. ``encoder`` evaluates a loaded model instead
     of ``model``; ``max_length`` and ``query_instruction_for_retrieval`` then apply for this call only.
 
-    >>> embforge.evaluate(model="out/final", data="scifact", split="test")["metrics"]["nDCG@10"]
+    >>> embforge.evaluate(model="out", data="scifact", split="test")["metrics"]["nDCG@10"]
     """
     from .commands import eval as cmd
     from .data import load_records
@@ -221,7 +221,7 @@ def load_data(source: Any, /, **options: Any) -> list[RetrievalRecord] | list[Sc
 def merge(config: MergeConfig | ConfigLike = None, /, **fields: Any) -> dict[str, Any]:
     """Weighted average of same-architecture models into ``output_dir`` (``embforge merge``); returns a summary.
 
-    >>> embforge.merge(models=["out/final"], base="default", weights=[0.5, 0.5], output_dir="merged")
+    >>> embforge.merge(models=["out"], base="default", weights=[0.5, 0.5], output_dir="merged")
     """
     return dict(command("merge", config, **fields))
 
@@ -229,7 +229,7 @@ def merge(config: MergeConfig | ConfigLike = None, /, **fields: Any) -> dict[str
 def export(config: ExportConfig | ConfigLike = None, /, **fields: Any) -> dict[str, Any]:
     """Export a model as ONNX or a sentence-transformers folder (``embforge export``); returns what was written.
 
-    >>> embforge.export(model="out/final", format="onnx", output_dir="out/onnx")
+    >>> embforge.export(model="out", format="onnx", output_dir="out/onnx")
     """
     return dict(command("export", config, **fields))
 

@@ -226,7 +226,8 @@ def load_pipeline(config: str | os.PathLike | Mapping[str, Any], sanity_test: bo
     if tr is not None:
         _check_keys(train_cmd.Config, tr, "train", source, lines,
                     reserved=("model_name_or_path", "model", "model_name", "output_dir"))
-        wired = {"model_name_or_path": base_path, "output_dir": str(out / "train")}
+        # The pipeline owns its train folder: a rerun with changed settings replaces the earlier run there.
+        wired = {"model_name_or_path": base_path, "output_dir": str(out / "train"), "overwrite_output_dir": True}
         if sanity_test:
             wired["sanity_test"] = True
         if tr.get("train_data") is None:
@@ -240,7 +241,7 @@ def load_pipeline(config: str | os.PathLike | Mapping[str, Any], sanity_test: bo
         cfg = from_dict(train_cmd.Config, {**tr, **wired}, source=f"{source} [train]")
         trained = str(out / "train")
         pipe.models["trained"] = trained
-        settings = {k: v for k, v in {**tr, **wired}.items() if k != "output_dir"}
+        settings = {k: v for k, v in {**tr, **wired}.items() if k not in ("output_dir", "overwrite_output_dir")}
         inputs = {"model": base_path} | ({} if mined else {"data": str(cfg.train_data)})
         pipe.steps.append(Step("train", settings, inputs,
                                [trained], _train_runner(cfg, pipe), upstream=["mine"] if mined else []))

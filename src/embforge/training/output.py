@@ -75,10 +75,12 @@ def _plain(value: Any) -> Any:
 
 
 def records_digest(records: Sequence[Any]) -> str:
-    """Hash of the training records as read (texts, order, scores): the data a run saw, whatever its files."""
+    """Hash of the training records as read (texts, order, scores): the data a run saw, whatever its files.
+    Where a record came from (its ``source`` file:line) is not part of it."""
     h = hashlib.sha256()
     for rec in records:
-        h.update(json.dumps(rec.to_json(), sort_keys=True, ensure_ascii=False).encode())
+        fields = {k: v for k, v in dataclasses.asdict(rec).items() if k != "source"}
+        h.update(json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str).encode())
         h.update(b"\n")
     return h.hexdigest()
 
