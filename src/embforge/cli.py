@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .config import add_arguments, build_config
+from .config import add_arguments, build_config, did_you_mean
 from .errors import EmbforgeError
 
 # name -> (module, takes an optional YAML config as its first positional argument; or, as a string, the
@@ -41,26 +41,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="embforge",
         description="Train, fine-tune, compress, evaluate and ship embedding models.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"embforge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, takes_yaml) in COMMANDS.items():
         module = _load(name)
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP, allow_abbrev=False)
         subcommands = getattr(module, "SUBCOMMANDS", None)
         if subcommands:  # a command group such as `embforge csr train`: one typed Config per subcommand
             p.set_defaults(group_parser=p)
             nested = p.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
             for sub_name, spec in subcommands.items():
-                _add_command(nested.add_parser(sub_name, help=spec.help, description=spec.help), spec.config,
-                             spec.takes_yaml)
+                _add_command(nested.add_parser(sub_name, help=spec.help, description=spec.help, allow_abbrev=False),
+                             spec.config, spec.takes_yaml)
             continue
         _add_command(p, module.Config, takes_yaml)
     return parser
 
 
 def _add_command(p: argparse.ArgumentParser, config_cls: type, takes_yaml: bool | str) -> None:
+    p.set_defaults(cli_parser=p)  # the parser that names the flags a mistyped one is compared against
     if takes_yaml is True:
         p.add_argument("config", nargs="?", help="YAML config; flags given on the command line win.")
     elif takes_yaml:
@@ -88,7 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _refuse_unknown(getattr(args, "cli_parser", parser), unknown)
     if not args.command:
         parser.print_help()
         return 0
@@ -112,6 +115,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"embforge {args.command}: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _refuse_unknown(parser: argparse.ArgumentParser, unknown: list[str]) -> None:
+    """argparse's own message lists unknown flags bare; name the nearest real flag of the command."""
+    flags = [s for action in parser._actions for s in action.option_strings if s.startswith("--")]
+    hint = next((did_you_mean(a.split("=", 1)[0], flags) for a in unknown if a.startswith("--")), "")
+    # No usage block: train's runs to 150 lines and would push the one line that matters off the screen.
+    parser.exit(2, f"{parser.prog}: error: unrecognized arguments: {' '.join(unknown)}{hint}; "
+                   f"see {parser.prog} --help\n")
 
 
 def _quiet_libraries() -> None:

@@ -156,6 +156,18 @@ def _umask() -> int:
     return mask
 
 
+def usual_file_modes(folder: str | os.PathLike[str]) -> None:
+    """Give every file under ``folder`` the mode a plain ``open`` would (0666 less the umask).
+
+    transformers writes ``model.safetensors`` through a private temporary file (0600), so without this a
+    saved model's weights could not be read by the group that reads its config and tokenizer.
+    """
+    mode = 0o666 & ~_umask()
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o777 != mode:
+            os.chmod(path, mode)
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write a file through a temporary sibling and a rename, so readers never see half of it."""
     path = Path(path)

@@ -31,6 +31,10 @@ def _string_list(obj: dict, key: str, path: Path, n: int, required: bool) -> lis
 def read_query_jsonl(path: str | Path, need_pos: bool = True) -> list[dict[str, Any]]:
     """Records ``{"query": str, "pos": [str], "neg": [str], ...}``; ``pos``/``neg`` are normalised to lists."""
     path = Path(path)
+    if path.is_dir():  # "not found" would send the user looking for a folder that is right there
+        have = ", ".join(sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())[:5]) or "nothing"
+        raise EmbforgeError(f"{path}: the folder exists but is not a BEIR folder (expected corpus.jsonl, "
+                            f"queries.jsonl and qrels/; it holds {have}); or give a query/pos JSONL file")
     if not path.is_file():
         raise EmbforgeError(f"{path}: input file not found")
     records: list[dict[str, Any]] = []

@@ -32,13 +32,18 @@ def run(cfg: Config) -> Path:
     from ..data.texts import read_texts
     from ..errors import EmbforgeError
     from ..model import Encoder
-    from ..paths import atomic_write_bytes
+    from ..paths import atomic_write_bytes, check_output_file
 
     if not cfg.input or not cfg.output:
         raise EmbforgeError("encode needs --input and --output")
     out = Path(cfg.output)
     if out.suffix not in (".npy", ".npz"):
         raise EmbforgeError(f"{out}: output must end in .npy or .npz")
+    check_output_file(out)  # before the model loads and the texts are encoded, not after
+    for flag in ("batch_size", "dim", "max_length"):
+        value = getattr(cfg, flag)
+        if value is not None and value < 1:
+            raise EmbforgeError(f"--{flag} must be at least 1, got {value}")
     lengths = {"query_max_len": cfg.max_length, "passage_max_len": cfg.max_length} if cfg.max_length else {}
     encoder = Encoder.from_pretrained(cfg.model, pooling=cfg.pooling, normalize=cfg.normalize, **lengths)
     texts, ids = read_texts(cfg.input, cfg.field)

@@ -107,6 +107,7 @@ def run(cfg: Config, encoder: Any = None, records: Sequence[Any] | None = None) 
     from ..evaluation.retrieval import RetrievalTask, evaluate_retrieval
     from ..evaluation.sts import detect_sts, evaluate_sts, load_sts
     from ..model import Encoder
+    from ..paths import check_output_file
 
     if not cfg.data and records is None:
         raise EmbforgeError("eval needs --data (a BEIR folder, a query/pos JSONL, an STS-B csv or SICK.txt)")
@@ -115,8 +116,14 @@ def run(cfg: Config, encoder: Any = None, records: Sequence[Any] | None = None) 
         raise EmbforgeError(f"{data}: not found (expected a BEIR folder, a query/pos JSONL, an STS-B csv or SICK.txt)")
     ks = check_ks(parse_ints(cfg.k, "k") or [])
     dims = parse_ints(cfg.dims, "dims")
-    if cfg.batch_size <= 0:
-        raise EmbforgeError(f"batch_size must be positive, got {cfg.batch_size}")
+    if dims is not None and (not dims or min(dims) < 1):
+        raise EmbforgeError(f"--dims: every dim must be a positive integer, got {cfg.dims!r}")
+    for flag in ("batch_size", "max_length", "sparse_k"):
+        value = getattr(cfg, flag)
+        if value is not None and value < 1:
+            raise EmbforgeError(f"--{flag} must be at least 1, got {value}")
+    if cfg.report:
+        check_output_file(cfg.report, "report file")  # not after the whole evaluation ran
 
     t_start = time.perf_counter()
     sts = None if records is not None else detect_sts(data, cfg.split)

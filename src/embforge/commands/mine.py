@@ -64,12 +64,20 @@ def run(cfg: Config) -> dict[str, Any]:
     from ..errors import EmbforgeError
     from ..mining import mine_negatives, parse_range
     from ..model import Encoder
-    from ..paths import atomic_write_bytes
+    from ..paths import atomic_write_bytes, check_output_file
     from ..retrieval_jsonl import read_candidate_pool
 
     if not cfg.input_file or not cfg.output_file:
         raise EmbforgeError("mine needs --input_file and --output_file")
-    parse_range(cfg.range_for_sampling)  # fail before loading a model
+    # Everything that can be wrong with the flags fails here, before a model is loaded and a pool encoded.
+    parse_range(cfg.range_for_sampling)
+    for flag in ("negative_number", "batch_size", "max_length"):
+        value = getattr(cfg, flag)
+        if value is not None and value < 1:
+            raise EmbforgeError(f"--{flag} must be at least 1, got {value}")
+    if cfg.false_negative_margin is not None and cfg.false_negative_margin < 0:
+        raise EmbforgeError(f"--false_negative_margin must be 0 or more, got {cfg.false_negative_margin}")
+    check_output_file(cfg.output_file)
     records, pool = load_input(cfg)
     if cfg.candidate_pool:
         pool = read_candidate_pool(cfg.candidate_pool)

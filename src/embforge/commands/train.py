@@ -7,12 +7,16 @@ unchanged, from YAML or flags, under ``torchrun`` and ``accelerate launch``.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass
 
 from transformers import TrainingArguments
 
 from ..config import option
 from ..errors import EmbforgeError
+
+logger = logging.getLogger(__name__)
 
 HELP = ("Fine-tune an embedding model: InfoNCE, CoSENT, cosine, AnglE, Matryoshka, ESE, multi-TopK, distillation; "
         "--recipe flag|angle|sgpt|mrl|topk-lora.")
@@ -133,12 +137,7 @@ class Config(TrainingArguments):
         if self.output_dir is None:
             self.output_dir = "outputs/embforge-train"
         if self.sanity_test:
-            self.per_device_train_batch_size = 2
-            self.gradient_accumulation_steps = 1
-            self.max_steps = 4 if self.max_steps in (None, -1) or self.max_steps > 4 else self.max_steps
-            self.save_steps = self.max_steps
-            self.logging_steps = 1
-            self.max_examples = min(self.max_examples or 16, 16)
+            self._apply_sanity_test()
         if self.fp16 and self.bf16:
             raise EmbforgeError("--fp16 and --bf16 conflict: pick one precision")
         if self.deepspeed:
@@ -154,6 +153,20 @@ class Config(TrainingArguments):
             # WARNING, which the CLI sets to keep library chatter out; the bar is embforge's own output.
             self.disable_tqdm = False
         super().__post_init__()
+
+    def _apply_sanity_test(self) -> None:
+        """--sanity_test's tiny run; a value the user set that it replaces is named, so a short or unsaved
+        run is not mistaken for what the flags asked for."""
+        max_steps = 4 if self.max_steps in (None, -1) or self.max_steps > 4 else self.max_steps
+        tiny = {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_steps": max_steps,
+                "save_steps": max_steps, "logging_steps": 1, "max_examples": min(self.max_examples or 16, 16)}
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        replaced = [f"--{name} {getattr(self, name)} -> {value}" for name, value in tiny.items()
+                    if getattr(self, name) not in (value, defaults[name])]
+        if replaced:
+            logger.warning("--sanity_test replaces %s", ", ".join(replaced))
+        for name, value in tiny.items():
+            setattr(self, name, value)
 
 
 def run(cfg: Config):

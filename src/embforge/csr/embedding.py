@@ -36,7 +36,7 @@ def embed(cfg: EmbedConfig, encoder: Any = None) -> Path:
     from ..data.beir import is_beir_folder, load_beir
     from ..data.texts import read_texts
     from ..model import Encoder
-    from ..paths import atomic_write_bytes
+    from ..paths import atomic_write_bytes, check_output_file
 
     if not cfg.data or not cfg.output:
         raise EmbforgeError("csr embed needs --data and --output")
@@ -47,6 +47,7 @@ def embed(cfg: EmbedConfig, encoder: Any = None) -> Path:
         raise EmbforgeError(f"{data}: not found (expected a BEIR folder, a .txt or a .jsonl file)")
     if cfg.batch_size <= 0:
         raise EmbforgeError(f"--batch_size must be positive, got {cfg.batch_size}")
+    check_output_file(out)
     arrays: dict[str, np.ndarray] = {}
     queries: list[str] = []
     pair_rows: list[int] = []

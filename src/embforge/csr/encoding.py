@@ -11,6 +11,7 @@ from .sparse import SparseCodes
 
 def encode(cfg: EncodeConfig) -> SparseCodes:
     from ..data.npz import load_npz
+    from ..paths import check_output_file
     from .head import CSR_SUBFOLDER, is_stacked, load_stacked
     from .model import CSRModel
     from .sparse import encode_dense
@@ -22,6 +23,8 @@ def encode(cfg: EncodeConfig) -> SparseCodes:
         raise EmbforgeError(f"{folder}: CSR model folder not found")
     if cfg.batch_size <= 0:
         raise EmbforgeError(f"--batch_size must be positive, got {cfg.batch_size}")
+    if cfg.output:
+        check_output_file(cfg.output)
     if src.suffix.lower() in (".npz", ".npy"):
         model = CSRModel.load(folder / CSR_SUBFOLDER if is_stacked(folder) else folder)
         data = load_npz(src)

@@ -16,10 +16,18 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import EmbforgeError
-from ..paths import atomic_dir, resolve_model_path
+from ..paths import atomic_dir, resolve_model_path, usual_file_modes
 from .billm import apply_billm
 from .heads import DenseHead, check_layers
-from .io import QUERY_TOWER_DIR, model_root, read_dense_states, read_model_folder, write_encoder_files
+from .io import (
+    QUERY_TOWER_DIR,
+    damaged_weights,
+    load_safetensors,
+    model_root,
+    read_dense_states,
+    read_model_folder,
+    write_encoder_files,
+)
 from .llm import (
     adapter_base_path,
     check_bracket_style,
@@ -128,6 +136,7 @@ class Encoder(nn.Module):
         embforge settings, whatever its architecture. A LoRA adapter-only folder loads its base model
         (``base_model_name_or_path`` of adapter_config.json) and puts the adapter on it.
         """
+        from safetensors import SafetensorError
         from transformers import AutoModel, AutoTokenizer
 
         folder = model_root(resolve_model_path(name_or_path))
@@ -139,6 +148,8 @@ class Encoder(nn.Module):
         try:
             tokenizer = AutoTokenizer.from_pretrained(backbone_dir)
             backbone = AutoModel.from_pretrained(adapter_base or backbone_dir, **load_kwargs)
+        except SafetensorError as exc:
+            raise damaged_weights(Path(adapter_base or backbone_dir), exc) from exc
         except (OSError, ValueError) as exc:
             raise EmbforgeError(f"{backbone_dir}: cannot load the backbone or tokenizer: {exc}") from exc
         if adapter_base is not None:
@@ -163,6 +174,8 @@ class Encoder(nn.Module):
         if config.asym and (query_dir.exists() or not overrides.get("asym")):
             try:
                 query_backbone = AutoModel.from_pretrained(query_dir, **({"dtype": dtype} if dtype else {}))
+            except SafetensorError as exc:
+                raise damaged_weights(query_dir, exc) from exc
             except (OSError, ValueError) as exc:
                 raise EmbforgeError(f"{query_dir}: cannot load the query tower of this asymmetric model: {exc}") from exc
         encoder = cls(backbone, tokenizer, config, query_backbone=query_backbone)
@@ -214,6 +227,7 @@ class Encoder(nn.Module):
             self.tokenizer.padding_side = side
         states = self.head.layer_states() if self.head is not None else None
         write_encoder_files(folder, dataclasses.asdict(self.config), self.hidden_size, states)
+        usual_file_modes(folder)
 
     def load_extra_weights(self, folder: str | os.PathLike) -> None:
         """Restore what lives beside the main backbone in a saved folder: the dense head and the query
@@ -399,18 +413,16 @@ class Encoder(nn.Module):
 
 def load_backbone_weights(backbone: nn.Module, folder: Path) -> None:
     """Load a saved backbone's weights (full ``model.safetensors`` or a peft adapter) into ``backbone``."""
-    from safetensors.torch import load_file
-
     adapter = folder / "adapter_model.safetensors"
     if adapter.exists():
         from peft import set_peft_model_state_dict
 
-        set_peft_model_state_dict(backbone, load_file(adapter))
+        set_peft_model_state_dict(backbone, load_safetensors(adapter))
         return
     weights = folder / "model.safetensors"
     if not weights.exists():
         raise EmbforgeError(f"{folder}: no model.safetensors or adapter_model.safetensors to load")
-    missing, unexpected = backbone.load_state_dict(load_file(weights), strict=False)
+    missing, unexpected = backbone.load_state_dict(load_safetensors(weights), strict=False)
     missing = [k for k in missing if "position_ids" not in k]
     if missing or unexpected:
         raise EmbforgeError(f"{weights}: does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")

@@ -104,10 +104,35 @@ def _st_dense_layer(path: Path, before_pooling: bool) -> dict[str, Any]:
             "on_tokens": on_tokens}
 
 
+def damaged_weights(where: Path, exc: Exception) -> EmbforgeError:
+    """A weights file that safetensors cannot read (cut short by a full disk or an interrupted copy), named:
+    ``where`` is the file, or a folder whose first unreadable ``*.safetensors`` file is looked up."""
+    from safetensors import safe_open
+
+    if where.is_dir():
+        for candidate in sorted(where.glob("*.safetensors")):
+            try:
+                with safe_open(str(candidate), framework="pt"):
+                    pass
+            except Exception:  # noqa: BLE001 - any failure to open is the damage being reported
+                where = candidate
+                break
+    return EmbforgeError(f"{where}: the weights file is damaged or truncated ({exc}); copy or save the model again")
+
+
+def load_safetensors(path: Path) -> dict[str, Any]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except SafetensorError as exc:
+        raise damaged_weights(path, exc) from exc
+
+
 def read_dense_states(folder: Path) -> list[dict[str, Any]]:
     """Weights of the Dense modules listed in ``folder/modules.json``, in pipeline order."""
     import torch
-    from safetensors.torch import load_file
 
     if not (folder / "modules.json").exists():
         return []
@@ -117,7 +142,7 @@ def read_dense_states(folder: Path) -> list[dict[str, Any]]:
             continue
         sub = folder / module.get("path", "")
         if (sub / "model.safetensors").exists():
-            states.append(load_file(sub / "model.safetensors"))
+            states.append(load_safetensors(sub / "model.safetensors"))
         elif (sub / "pytorch_model.bin").exists():
             states.append(torch.load(sub / "pytorch_model.bin", map_location="cpu", weights_only=True))
         else:

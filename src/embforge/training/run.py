@@ -48,6 +48,7 @@ def validate(cfg: Any) -> None:
         raise EmbforgeError(f"--chunk_size must be positive, got {cfg.chunk_size}")
     if cfg.train_group_size is not None and cfg.train_group_size < 1:
         raise EmbforgeError(f"--train_group_size must be at least 1, got {cfg.train_group_size}")
+    check_numbers(cfg)
     if cfg.apply_lora and cfg.freezenonbias:
         raise EmbforgeError("--apply_lora and --freezenonbias are two different ways to train few weights: pick one")
     validate_architecture_options(cfg)
@@ -55,6 +56,31 @@ def validate(cfg: Any) -> None:
     if out.exists() and not out.is_dir():
         raise EmbforgeError(f"{out}: expected an output folder, found a file")
     check_writable_parent(out)
+
+
+def _require(flag: str, value: Any, ok: bool, expected: str) -> None:
+    if not ok:
+        raise EmbforgeError(f"--{flag} must be {expected}, got {value}")
+
+
+def check_numbers(cfg: Any) -> None:
+    """Values no run can use: caught here, since a negative learning rate or epoch count otherwise dies
+    in torch after the model loaded, or trains for 0 steps and saves the untrained model as the result."""
+    _require("learning_rate", cfg.learning_rate, cfg.learning_rate > 0, "positive")
+    _require("max_steps", cfg.max_steps, cfg.max_steps >= -1, "-1 (train for --num_train_epochs) or positive")
+    if cfg.max_steps <= 0:  # as in the Trainer, a max_steps of 0 or -1 leaves the length to the epochs
+        _require("num_train_epochs", cfg.num_train_epochs, cfg.num_train_epochs > 0,
+                 "positive (or give --max_steps N)")
+    for flag in ("per_device_train_batch_size", "gradient_accumulation_steps", "query_max_len", "passage_max_len"):
+        _require(flag, getattr(cfg, flag), getattr(cfg, flag) >= 1, "at least 1")
+    for flag in ("weight_decay", "warmup_steps"):
+        _require(flag, getattr(cfg, flag), getattr(cfg, flag) >= 0, "0 or more")
+    if cfg.max_examples is not None:
+        _require("max_examples", cfg.max_examples, cfg.max_examples >= 1, "at least 1")
+    if cfg.apply_lora:
+        _require("lora_r", cfg.lora_r, cfg.lora_r >= 1, "at least 1")
+        _require("lora_alpha", cfg.lora_alpha, cfg.lora_alpha > 0, "positive")
+        _require("lora_dropout", cfg.lora_dropout, 0 <= cfg.lora_dropout < 1, "in [0, 1)")
 
 
 def load_training_records(cfg: Any) -> list[RetrievalRecord | ScoredPair]:
