@@ -314,3 +314,25 @@ def test_qrels_first_row_with_a_decimal_score_is_data_not_a_header(tmp_path):
 
     folder = _beir(tmp_path / "beir", qrels="q1\td1\t1.0\n")
     assert load_beir(folder, "train").qrels == {"q1": {"d1": 1}}
+
+
+@pytest.mark.parametrize("part", ["corpus", "queries"])
+def test_beir_duplicate_id_names_both_lines_or_keeps_the_first_copy(tmp_path, tiny_bert, capsys, part):
+    """A dict keeps the last copy: the judged text would vanish and 7 lines would count as 6 records."""
+    from embforge.cli import main
+
+    prefix = "d" if part == "corpus" else "q"
+    lines = [{"_id": f"{prefix}{i}", "text": f"text {i}"} for i in (2, 3, 1, 4, 5, 6, 1)]  # id 1: lines 3, 7
+    lines[2]["text"], lines[6]["text"] = "first copy", "second copy"
+    folder = _beir(tmp_path / "beir", **{part: lines}, qrels="q1\td1\t1\n")
+    (folder / "qrels" / "test.tsv").write_text("q1\td1\t1\n")
+    path = folder / f"{part}.jsonl"
+    want = f"{path}:7: duplicate _id '{prefix}1' (first seen at {path}:3)"
+    with pytest.raises(EmbforgeError, match=rf"^{_e(want)}$"):
+        load_records(folder)  # training
+    assert main(["eval", "--model", str(tiny_bert), "--data", str(folder)]) == 2  # evaluation
+    assert want in capsys.readouterr().err
+    bad = BadRecords()
+    (rec,) = load_records(folder, skip_bad_records=True, bad_records=bad)
+    assert (rec.pos if part == "corpus" else [rec.query]) == ["first copy"]
+    assert (bad.count, bad.first_locations) == (1, [f"{path}:7"])

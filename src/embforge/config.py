@@ -114,8 +114,9 @@ def alias_map(cls: type) -> dict[str, str]:
     return out
 
 
-def did_you_mean(key: str, known: typing.Iterable[str]) -> str:
-    match = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+def did_you_mean(key: object, known: typing.Iterable[str]) -> str:
+    # YAML keys may be null, numbers or booleans (``null: 1``, ``on: x``); they are reported, not a crash.
+    match = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
@@ -144,8 +145,12 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise EmbforgeError(f"{p}: config file not found")
+    raw = p.read_bytes()
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(raw.decode("utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise EmbforgeError(f"{p}:{line}: not valid UTF-8 ({exc.reason})") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         loc = f"{p}:{mark.line + 1}" if mark is not None else str(p)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import EmbforgeError, where
-from .jsonl import iter_dicts
+from .jsonl import iter_dicts, iter_lines
 from .problems import BadRecord, BadRecords
 from .records import RetrievalRecord
 
@@ -40,20 +39,45 @@ def _field(obj: dict, key: str, path: Path, n: int, default: str | None = None) 
     return str(value)
 
 
-def read_corpus(path: Path) -> dict[str, str]:
+def _unique_id(obj: dict, path: Path, n: int, seen: dict[str, int], bad: BadRecords | None) -> str | None:
+    """The line's ``_id``, or None when an earlier line has it (reported through ``bad``).
+
+    A dict would keep the last copy silently: a judged document vanishes and the counts lie, so a
+    repeat is a bad record and, when skipped, the first copy is the one kept.
+    """
+    key = _field(obj, "_id", path, n)
+    if key in seen:
+        (bad or BadRecords()).handle(BadRecord(
+            where(path, n), f"duplicate _id {key!r} (first seen at {where(path, seen[key])})", "_id"))
+        return None
+    seen[key] = n
+    return key
+
+
+def read_corpus(path: Path, bad: BadRecords | None = None) -> dict[str, str]:
     """Doc id -> ``title + " " + text`` (the convention of BEIR and MTEB)."""
     corpus: dict[str, str] = {}
+    seen: dict[str, int] = {}
     for n, obj in _jsonl(path):
         title = _field(obj, "title", path, n, default="")
         text = _field(obj, "text", path, n)
-        corpus[_field(obj, "_id", path, n)] = f"{title} {text}".strip() if title else text
+        key = _unique_id(obj, path, n, seen, bad)
+        if key is not None:
+            corpus[key] = f"{title} {text}".strip() if title else text
     if not corpus:
         raise EmbforgeError(f"{path}: the corpus is empty")
     return corpus
 
 
-def read_queries(path: Path) -> dict[str, str]:
-    return {_field(obj, "_id", path, n): _field(obj, "text", path, n) for n, obj in _jsonl(path)}
+def read_queries(path: Path, bad: BadRecords | None = None) -> dict[str, str]:
+    queries: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    for n, obj in _jsonl(path):
+        text = _field(obj, "text", path, n)
+        key = _unique_id(obj, path, n, seen, bad)
+        if key is not None:
+            queries[key] = text
+    return queries
 
 
 def _is_number(text: str) -> bool:
@@ -69,27 +93,28 @@ def iter_qrels(path: Path, bad: BadRecords | None = None) -> Iterator[tuple[int,
     bad = bad if bad is not None else BadRecords()
     if not path.is_file():
         raise EmbforgeError(f"{path}: qrels file not found")
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        for n, row in enumerate(csv.reader(fh, delimiter="\t"), 1):
-            row = [c.strip() for c in row]
-            if not row or not any(row):
-                continue
-            # A header has the data's columns with a name for the score; any other first row is data, so
-            # a space-separated or short first row is reported instead of being skipped as a header.
-            if n == 1 and len(row) in (3, 4) and not _is_number(row[-1]):
-                continue
-            if len(row) == 4:  # TREC layout: qid 0 docid rel
-                row = [row[0], row[2], row[3]]
-            if len(row) != 3:
-                bad.handle(BadRecord(where(path, n), "expected 3 tab-separated columns (query-id, corpus-id, "
-                                     f"score), got {len(row)}"))
-                continue
-            try:
-                score = int(float(row[2]))
-            except ValueError:
-                bad.handle(BadRecord(where(path, n), f"field 'score' must be a number, got {row[2]!r}", "score"))
-                continue
-            yield n, row[0], row[1], score
+    # Split by hand, one decoded line at a time: csv's quoting would join lines at a stray quote (and
+    # shift every later line number), and one undecodable byte would end the file with a traceback.
+    for n, line in iter_lines(path, bad):
+        row = [c.strip() for c in line.split("\t")]
+        if not any(row):
+            continue
+        # A header has the data's columns with a name for the score; any other first row is data, so
+        # a space-separated or short first row is reported instead of being skipped as a header.
+        if n == 1 and len(row) in (3, 4) and not _is_number(row[-1]):
+            continue
+        if len(row) == 4:  # TREC layout: qid 0 docid rel
+            row = [row[0], row[2], row[3]]
+        if len(row) != 3:
+            bad.handle(BadRecord(where(path, n), "expected 3 tab-separated columns (query-id, corpus-id, "
+                                 f"score), got {len(row)}"))
+            continue
+        try:
+            score = int(float(row[2]))
+        except (ValueError, OverflowError):  # "inf" parses as a float but is no grade
+            bad.handle(BadRecord(where(path, n), f"field 'score' must be a number, got {row[2]!r}", "score"))
+            continue
+        yield n, row[0], row[1], score
 
 
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:
@@ -135,8 +160,8 @@ def iter_training_records(folder: str | Path, split: str = "train", bad: BadReco
     if not qrels_path.is_file():
         have = sorted(p.stem for p in (folder / "qrels").glob("*.tsv")) if (folder / "qrels").is_dir() else []
         raise EmbforgeError(f"{qrels_path}: no qrels for split {split!r} (available: {', '.join(have) or 'none'})")
-    queries = read_queries(folder / "queries.jsonl")
-    corpus = read_corpus(folder / "corpus.jsonl")
+    queries = read_queries(folder / "queries.jsonl", bad)
+    corpus = read_corpus(folder / "corpus.jsonl", bad)
     positives: dict[str, list[str]] = {}
     first_line: dict[str, int] = {}
     for n, qid, did, score in iter_qrels(qrels_path, bad):

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..config import did_you_mean, load_yaml, parse_bool
 from ..errors import EmbforgeError, where
-from .formats import Record, detect_format, iter_records
+from .formats import FORMATS, Record, detect_format, iter_records
 from .problems import BadRecords
 
 RATIO_TOLERANCE = 1e-6
@@ -202,10 +202,13 @@ def mixture_config_from_dict(data: Mapping[str, Any], base_dir: str | Path = "."
     base = Path(base_dir)
     specs = []
     for name, path, ratio, split, fmt in zip(names, paths, ratios, splits, formats):
-        if path is None:
+        if path is None or not str(path).strip():  # "" would resolve to the YAML's own folder
             raise EmbforgeError(f"{source}: datasets.data_path is missing for {name!r}")
         if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float))):
             raise EmbforgeError(f"{source}: datasets.data_ratio for {name!r} must be a number, got {ratio!r}")
+        if fmt is not None and str(fmt) not in FORMATS:  # the YAML's mistake, so the YAML is named
+            raise EmbforgeError(f"{source}: datasets.format of {name!r}: unknown format {fmt!r} "
+                                f"(known: {', '.join(FORMATS)})")
         p = Path(str(path)).expanduser()
         specs.append(DatasetSpec(str(name), p if p.is_absolute() else base / p,
                                  None if ratio is None else float(ratio),

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import EmbforgeError, where
+from .jsonl import iter_lines
 from .problems import BadRecord, BadRecords
 from .records import ScoredPair
 
@@ -17,16 +18,12 @@ def _score(value: str, path: Path, n: int, name: str) -> float:
         raise BadRecord(where(path, n), f"field {name!r} must be a number, got {value!r}", name) from exc
 
 
-def _lines(path: Path, what: str) -> Iterator[tuple[int, str]]:
+def _lines(path: Path, what: str, bad: BadRecords) -> Iterator[tuple[int, str]]:
+    """Non-blank lines, decoded one at a time: an undecodable byte is a bad line, not a crash of the file."""
     if not path.is_file():
         raise EmbforgeError(f"{path}: {what} file not found")
-    try:
-        fh = path.open(encoding="utf-8", newline="")
-    except OSError as exc:
-        raise EmbforgeError(f"{path}: cannot read: {exc.strerror}") from exc
-    with fh:
-        for n, line in enumerate(fh, 1):
-            yield n, line.rstrip("\r\n")
+    for n, line in iter_lines(path, bad):
+        yield n, line.rstrip("\r\n")
 
 
 def iter_stsb(path: str | Path, bad: BadRecords | None = None) -> Iterator[ScoredPair]:
@@ -36,9 +33,7 @@ def iter_stsb(path: str | Path, bad: BadRecords | None = None) -> Iterator[Score
     some rows carry extra licence columns after the two sentences.
     """
     path, bad = Path(path), bad if bad is not None else BadRecords()
-    for n, line in _lines(path, "STS"):
-        if not line:
-            continue
+    for n, line in _lines(path, "STS", bad):
         cols = line.split("\t")
         try:
             if len(cols) < 7:
@@ -65,7 +60,7 @@ def iter_sick(path: str | Path, split: str | None = "TEST", bad: BadRecords | No
     ``split`` keeps rows whose SemEval_set matches (TRAIN, TRIAL, TEST); None keeps all.
     """
     path, bad = Path(path), bad if bad is not None else BadRecords()
-    lines = _lines(path, "SICK")
+    lines = _lines(path, "SICK", bad)
     first = next(lines, None)
     header = first[1].split("\t") if first else []
     missing = [c for c in SICK_COLUMNS if c not in header]
@@ -73,8 +68,6 @@ def iter_sick(path: str | Path, split: str | None = "TEST", bad: BadRecords | No
         raise EmbforgeError(f"{where(path, 1)}: header lacks column(s) {', '.join(missing)}")
     col = {name: header.index(name) for name in SICK_COLUMNS}
     for n, line in lines:
-        if not line:
-            continue
         cols = line.split("\t")
         try:
             if len(cols) < len(header):
