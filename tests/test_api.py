@@ -119,13 +119,13 @@ def test_fit_maps_loss_kwargs_onto_train_config_fields(tiny_bert, monkeypatch, t
     names = ["cosine_w", "ibn_w", "angle_w", "cosine_tau", "ibn_tau", "angle_tau"]
     assert set(names) <= fields
     seen = {}
-    from embforge.commands import train as cmd
+    from embforge.training import run as engine
 
-    def fake_run(cfg):
+    def fake_train(cfg, encoder=None):
         seen.update({k: getattr(cfg, k) for k in names})
         raise KeyboardInterrupt  # stop before training: only the config is under test
 
-    monkeypatch.setattr(cmd, "run", fake_run)
+    monkeypatch.setattr(engine, "train", fake_train)
     encoder = Encoder.from_pretrained(tiny_bert, device="cpu")
     with pytest.raises(KeyboardInterrupt):
         encoder.fit(rows(), output_dir=tmp_path, loss_kwargs={k: 3.5 for k in names})
@@ -246,10 +246,10 @@ def test_config_sources_layer_like_yaml_and_flags(tmp_path):
     yaml_file = tmp_path / "c.yaml"
     yaml_file.write_text("model: m\nk: '1,5'\nbatch_size: 8\n")
     cfg = build_config(embforge.EvalConfig, yaml_file, {"batch_size": 4, "max_len": 32})
-    assert (cfg.model, cfg.k, cfg.batch_size, cfg.max_length) == ("m", "1,5", 4, 32)
+    assert (cfg.model, cfg.k, cfg.batch_size, cfg.max_length) == ("m", [1, 5], 4, 32)
     again = build_config(embforge.EvalConfig, cfg, {"split": "dev"})
     assert (again.batch_size, again.split, cfg.split) == (4, "dev", "test")  # the given config is not edited
-    assert build_config(embforge.EvalConfig, {"ks": "3"}).k == "3"
+    assert build_config(embforge.EvalConfig, {"ks": "3"}).k == [3]
     with pytest.raises(EmbforgeError, match="batch_size expects int"):
         build_config(embforge.EvalConfig, None, {"batch_size": "many"})
     with pytest.raises(EmbforgeError, match="config must be"):

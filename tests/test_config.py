@@ -3,7 +3,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from embforge.config import add_arguments, build_config, from_dict, option
+from embforge.config import add_arguments, config_from_args, from_dict, option
 from embforge.errors import EmbforgeError
 
 
@@ -18,7 +18,7 @@ class Demo:
 def parse(argv, yaml_path=None):
     parser = argparse.ArgumentParser()
     add_arguments(parser, Demo)
-    return build_config(Demo, parser.parse_args(argv), yaml_path)
+    return config_from_args(Demo, parser.parse_args(argv), yaml_path)
 
 
 def test_flags_win_over_yaml_which_wins_over_defaults(tmp_path):

@@ -236,7 +236,7 @@ def test_beir_qrels_row_with_wrong_column_count(tmp_path, rows, line, got):
 def test_bom_crlf_and_blank_lines_are_accepted(tmp_path):
     """What Windows editors write: a BOM, CRLF line ends and blank lines, in every BEIR file and in JSONL."""
     from embforge.data.beir import load_beir
-    from embforge.retrieval_jsonl import read_query_jsonl
+    from embforge.data.retrieval_jsonl import read_query_jsonl
 
     folder = tmp_path / "beir"
     (folder / "qrels").mkdir(parents=True)

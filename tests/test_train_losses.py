@@ -9,7 +9,7 @@ from test_train import config
 
 from embforge.cli import build_parser
 from embforge.commands.train import Config
-from embforge.config import build_config, from_dict
+from embforge.config import config_from_args, from_dict
 from embforge.errors import EmbforgeError
 from embforge.training import run as train_run
 from embforge.training.recipes import resolve
@@ -133,7 +133,7 @@ def resolved(argv, yaml_text=None, tmp_path=None):
     if yaml_text is not None:
         yaml_path = tmp_path / "cfg.yaml"
         yaml_path.write_text(yaml_text)
-    cfg = build_config(Config, args, str(yaml_path) if yaml_path else None)
+    cfg = config_from_args(Config, args, str(yaml_path) if yaml_path else None)
     resolve(cfg)
     return cfg
 

@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 
 # name -> (module, attribute in it)
 _LAZY: dict[str, tuple[str, str]] = {
-    "Encoder": ("embforge.model.encoder", "Encoder"),
+    "Encoder": ("embforge.api", "Encoder"),
     "EncoderConfig": ("embforge.model.encoder", "EncoderConfig"),
     "train": ("embforge.api", "train"),
     "evaluate": ("embforge.api", "evaluate"),
@@ -33,14 +33,14 @@ _LAZY: dict[str, tuple[str, str]] = {
     "merge": ("embforge.api", "merge"),
     "export": ("embforge.api", "export"),
     "run": ("embforge.api", "run"),
-    "TrainConfig": ("embforge.commands.train", "Config"),
-    "EvalConfig": ("embforge.commands.eval", "Config"),
-    "MineConfig": ("embforge.commands.mine", "Config"),
-    "EncodeConfig": ("embforge.commands.encode", "Config"),
-    "DataConfig": ("embforge.commands.data", "Config"),
-    "MergeConfig": ("embforge.commands.merge", "Config"),
-    "ExportConfig": ("embforge.commands.export", "Config"),
-    "RunConfig": ("embforge.commands.run", "Config"),
+    "TrainConfig": ("embforge.training.config", "TrainConfig"),
+    "EvalConfig": ("embforge.evaluation.config", "EvalConfig"),
+    "MineConfig": ("embforge.mining.config", "MineConfig"),
+    "EncodeConfig": ("embforge.encoding", "EncodeConfig"),
+    "DataConfig": ("embforge.data.inspect", "DataConfig"),
+    "MergeConfig": ("embforge.merging", "MergeConfig"),
+    "ExportConfig": ("embforge.exporting", "ExportConfig"),
+    "RunConfig": ("embforge.api", "RunConfig"),
 }
 
 # Subpackages reachable as attributes without an import of their own.
@@ -48,16 +48,28 @@ _SUBPACKAGES: tuple[str, ...] = ("data", "csr")
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import csr, data
-    from .api import command, encode, evaluate, export, inspect_data, load_data, merge, mine, run, train
-    from .commands.data import Config as DataConfig
-    from .commands.encode import Config as EncodeConfig
-    from .commands.eval import Config as EvalConfig
-    from .commands.export import Config as ExportConfig
-    from .commands.merge import Config as MergeConfig
-    from .commands.mine import Config as MineConfig
-    from .commands.run import Config as RunConfig
-    from .commands.train import Config as TrainConfig
-    from .model.encoder import Encoder, EncoderConfig
+    from .api import (
+        Encoder,
+        RunConfig,
+        command,
+        encode,
+        evaluate,
+        export,
+        inspect_data,
+        load_data,
+        merge,
+        mine,
+        run,
+        train,
+    )
+    from .data.inspect import DataConfig
+    from .encoding import EncodeConfig
+    from .evaluation.config import EvalConfig
+    from .exporting import ExportConfig
+    from .merging import MergeConfig
+    from .mining.config import MineConfig
+    from .model.encoder import EncoderConfig
+    from .training.config import TrainConfig
 
 
 

@@ -2,9 +2,9 @@
 
 ``embforge.train(train_data="t.jsonl", output_dir="out", learning_rate=2e-5)`` and
 ``embforge train --train_data t.jsonl --output_dir out --learning_rate 2e-5`` build the same Config
-dataclass (``embforge/commands/<command>.py``: names, reference-spelling aliases, defaults, choices,
-checks) and call the same ``run``; the CLI only parses flags. A keyword that is no field fails with
-a did-you-mean, as an unknown flag or YAML key does.
+dataclass (the engine's own: ``embforge.training.config.TrainConfig`` and so on: names,
+reference-spelling aliases, defaults, choices) and call the same engine function; the CLI only binds
+flags. A keyword that is no field fails with a did-you-mean, as an unknown flag or YAML key does.
 
 Each function takes an optional ``config`` first: a Config instance, a mapping or a YAML file, with
 the keyword arguments on top (defaults < config < keywords, as defaults < YAML < flags). What only
@@ -15,35 +15,33 @@ Python can give also works: in-memory training or evaluation data (a list of dic
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import importlib
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .config import alias_map, did_you_mean, from_dict, load_yaml
+from .commands.run import Config as RunConfig  # moves to the pipeline package
+from .config import alias_map, did_you_mean
+from .data.inspect import DataConfig
+from .encoding import EncodeConfig
 from .errors import EmbforgeError
+from .evaluation.config import EvalConfig
+from .exporting import ExportConfig
+from .merging import MergeConfig
+from .mining.config import MineConfig
+from .model.encoder import Encoder as _ModelEncoder
+from .training.config import TrainConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     from _typeshed import DataclassInstance
 
-    from .commands.data import Config as DataConfig
-    from .commands.encode import Config as EncodeConfig
-    from .commands.eval import Config as EvalConfig
-    from .commands.export import Config as ExportConfig
-    from .commands.merge import Config as MergeConfig
-    from .commands.mine import Config as MineConfig
-    from .commands.run import Config as RunConfig
-    from .commands.train import Config as TrainConfig
     from .data.records import RetrievalRecord, ScoredPair
-    from .model.encoder import Encoder
 
 C = TypeVar("C", bound="DataclassInstance")
-#: What ``config`` may be: a Config instance, a mapping of field names, a YAML file, or nothing.
-ConfigLike = Any
+#: What ``config`` may be besides a Config instance: a mapping of field names, a YAML file, or nothing.
+ConfigLike = Mapping[str, Any] | str | os.PathLike[str] | None
 
 # Loss settings that the reference passes to fit() as ``loss_kwargs`` (AnglE); train Config fields.
 LOSS_KWARGS = ("cosine_w", "ibn_w", "angle_w", "cosine_tau", "ibn_tau", "angle_tau")
@@ -55,75 +53,70 @@ def _is_path(value: Any) -> bool:
     return not is_in_memory(value)
 
 
-def build_config(cls: type[C], config: ConfigLike = None, fields: Mapping[str, Any] | None = None,
+def build_config(cls: type[C], config: C | ConfigLike = None, fields: Mapping[str, Any] | None = None,
                  objects: tuple[str, ...] = ()) -> C:
     """``cls`` from ``config`` (instance, mapping or YAML path) with ``fields`` on top.
 
     Fields named in ``objects`` may hold in-memory data instead of a path: they bypass the string
     conversion and are stored wrapped in :class:`~embforge.data.InMemoryData`.
     """
-    names = alias_map(cls)
-    held: dict[str, Any] = {}
+    from .config import build_config as build
+    from .data.memory import InMemoryData
 
-    def split(values: Mapping[str, Any]) -> dict[str, Any]:
-        """Keep in-memory values of ``objects`` fields away from from_dict's string conversion."""
-        plain = {}
-        for key, value in values.items():
-            name = names.get(key)
-            if name in objects and value is not None and not _is_path(value):
-                held[name] = value
-            else:
-                held.pop(name or key, None)  # a later path replaces earlier in-memory data
-                plain[key] = value
-        return plain
-
-    if config is None:
-        base = None
-    elif isinstance(config, cls):
-        base = config
-    elif isinstance(config, Mapping):
-        base = from_dict(cls, split(config), source="config")
-    elif _is_path(config):
-        base = from_dict(cls, split(load_yaml(config)), source=str(config))
-    else:
-        raise EmbforgeError(f"config must be a {cls.__module__}.{cls.__qualname__}, a mapping or a YAML file, "
-                            f"got {type(config).__name__}")
-    plain = split(fields or {})
-    cfg = from_dict(cls, plain, source="keyword arguments", base=base) if plain or base is None else copy.copy(base)
+    cfg = build(cls, config, fields, objects=objects, is_object=lambda value: not _is_path(value))
     for name in objects:
-        value = held.get(name, getattr(cfg, name, None))
-        if value is not None and not _is_path(value):
-            from .data.memory import InMemoryData
-
+        value = getattr(cfg, name, None)
+        if value is not None and not _is_path(value) and not isinstance(value, InMemoryData):
             setattr(cfg, name, InMemoryData(value))
     return cfg
 
 
-def command(name: str, config: ConfigLike = None, /, **fields: Any) -> Any:
+# name -> (Config class, the engine function that runs it, the Config field that a positional argument
+# fills, if any: ``data`` and ``run`` take their source / pipeline file first; the others a config).
+COMMANDS: dict[str, tuple[type[Any], str, str | None]] = {
+    "encode": (EncodeConfig, "embforge.encoding:encode_file", None),
+    "data": (DataConfig, "embforge.data.inspect:inspect", "source"),
+    "mine": (MineConfig, "embforge.mining.run:mine", None),
+    "eval": (EvalConfig, "embforge.api:evaluate_config", None),
+    "train": (TrainConfig, "embforge.training.run:train", None),
+    "merge": (MergeConfig, "embforge.merging:merge", None),
+    "export": (ExportConfig, "embforge.exporting:export", None),
+    "run": (RunConfig, "embforge.api:run_config", "pipeline"),
+}
+CSR_COMMANDS: dict[str, tuple[str, str]] = {
+    "embed": ("EmbedConfig", "embed"), "train": ("TrainConfig", "train"), "encode": ("EncodeConfig", "encode"),
+}
+
+
+def _function(path: str) -> Any:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def command(name: str, config: Any = None, /, **fields: Any) -> Any:
     """Run any ``embforge`` subcommand by name: ``command("merge", ...)`` is ``embforge merge ...`` and
     ``command("csr train", ...)`` is ``embforge csr train ...``. As on the command line, the positional
     argument of ``data`` and ``run`` is their source / pipeline file; of the others, a config.
 
     The typed functions below are this with a name, a config class and a return type.
     """
-    from .cli import COMMANDS
-
     group, _, sub = name.partition(" ")
-    if group not in COMMANDS:
-        raise EmbforgeError(f"unknown command {group!r}{did_you_mean(group, COMMANDS)} (known: {', '.join(COMMANDS)})")
-    module = importlib.import_module(COMMANDS[group][0])
-    subcommands = getattr(module, "SUBCOMMANDS", None)
-    if subcommands:
-        if sub not in subcommands:
-            raise EmbforgeError(f"{group}: unknown subcommand {sub!r}{did_you_mean(sub, subcommands)} "
-                                f"(known: {', '.join(subcommands)})")
-        spec = subcommands[sub]
-        return spec.run(build_config(spec.config, config, fields))
-    positional = COMMANDS[group][1]
-    if isinstance(positional, str) and config is not None and not isinstance(config, module.Config):
+    known = [*COMMANDS, "csr"]
+    if group not in known:
+        raise EmbforgeError(f"unknown command {group!r}{did_you_mean(group, known)} (known: {', '.join(known)})")
+    if group == "csr":
+        if sub not in CSR_COMMANDS:
+            raise EmbforgeError(f"{group}: unknown subcommand {sub!r}{did_you_mean(sub, CSR_COMMANDS)} "
+                                f"(known: {', '.join(CSR_COMMANDS)})")
+        from . import csr
+
+        config_name, function = CSR_COMMANDS[sub]
+        return getattr(csr, function)(build_config(getattr(csr, config_name), config, fields))
+    cls, function, positional = COMMANDS[group]
+    if positional and config is not None and not isinstance(config, cls):
         fields = {positional: config, **fields}
         config = None
-    return module.run(build_config(module.Config, config, fields))
+    return _function(function)(build_config(cls, config, fields))
 
 
 # ---------------------------------------------------------------------------------------- commands
@@ -135,12 +128,24 @@ def train(config: TrainConfig | ConfigLike = None, /, **fields: Any) -> Path:
 
     >>> embforge.train(train_data=[{"query": "q", "pos": ["p"]}], output_dir="out", max_steps=10)
     """
-    from .commands import train as cmd
+    from .training.run import train as run_training
 
-    return Path(cmd.run(build_config(cmd.Config, config, fields, objects=("train_data",))))
+    return Path(run_training(build_config(TrainConfig, config, fields, objects=("train_data",))))
 
 
-def evaluate(config: EvalConfig | ConfigLike = None, /, *, encoder: Encoder | None = None,
+def evaluate_config(cfg: EvalConfig, encoder: _ModelEncoder | None = None,
+                     records: list[RetrievalRecord] | list[ScoredPair] | None = None) -> dict[str, Any]:
+    """Dense evaluation by the evaluation engine; ``--sparse`` CSR codes by the CSR engine."""
+    if cfg.sparse:
+        from .csr.evaluation import evaluate_sparse
+
+        return evaluate_sparse(cfg, encoder=encoder, records=records)
+    from .evaluation.run import evaluate as run_evaluation
+
+    return run_evaluation(cfg, encoder=encoder, records=records)
+
+
+def evaluate(config: EvalConfig | ConfigLike = None, /, *, encoder: _ModelEncoder | None = None,
              **fields: Any) -> dict[str, Any]:
     """Evaluate (``embforge eval``); returns the report, with ``report["metrics"]`` the full-dim metrics.
 
@@ -151,23 +156,22 @@ def evaluate(config: EvalConfig | ConfigLike = None, /, *, encoder: Encoder | No
 
     >>> embforge.evaluate(model="out", data="scifact", split="test")["metrics"]["nDCG@10"]
     """
-    from .commands import eval as cmd
     from .data import load_records
 
-    cfg = build_config(cmd.Config, config, fields, objects=("data",))
+    cfg = build_config(EvalConfig, config, fields, objects=("data",))
     records = None
     if cfg.data is not None and not _is_path(cfg.data):
         records = load_records(cfg.data)
-        cfg.data = None
+        cfg = dataclasses.replace(cfg, data=None)
     if encoder is None:
-        return cmd.run(cfg, records=records)
+        return evaluate_config(cfg, records=records)
     if cfg.model is not None:
         raise EmbforgeError("evaluate: give either encoder= or model=, not both")
     settings: dict[str, Any] = {"query_instruction": cfg.query_instruction_for_retrieval}
     if cfg.max_length:
         settings.update(query_max_len=cfg.max_length, passage_max_len=cfg.max_length)
     with _encoder_settings(encoder, settings):
-        return cmd.run(cfg, encoder=encoder, records=records)
+        return evaluate_config(cfg, encoder=encoder, records=records)
 
 
 def mine(config: MineConfig | ConfigLike = None, /, **fields: Any) -> dict[str, Any]:
@@ -175,9 +179,9 @@ def mine(config: MineConfig | ConfigLike = None, /, **fields: Any) -> dict[str, 
 
     >>> embforge.mine(input_file="train.jsonl", output_file="mined.jsonl", range_for_sampling="2-200")
     """
-    from .commands import mine as cmd
+    from .mining.run import mine as run_mining
 
-    return cmd.run(build_config(cmd.Config, config, fields))
+    return run_mining(build_config(MineConfig, config, fields))
 
 
 def encode(config: EncodeConfig | ConfigLike = None, /, **fields: Any) -> Path:
@@ -187,9 +191,9 @@ def encode(config: EncodeConfig | ConfigLike = None, /, **fields: Any) -> Path:
 
     >>> embforge.encode(input="corpus.jsonl", field="title+text", output="corpus.npz")
     """
-    from .commands import encode as cmd
+    from .encoding import encode_file
 
-    return cmd.run(build_config(cmd.Config, config, fields))
+    return encode_file(build_config(EncodeConfig, config, fields))
 
 
 def inspect_data(source: DataConfig | str | os.PathLike[str] | None = None, /, **fields: Any) -> dict[str, Any]:
@@ -234,6 +238,16 @@ def export(config: ExportConfig | ConfigLike = None, /, **fields: Any) -> dict[s
     return dict(command("export", config, **fields))
 
 
+def run_config(cfg: RunConfig, pipeline: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    from .errors import EmbforgeError
+    from .pipeline import run_pipeline
+
+    source = pipeline if pipeline is not None else cfg.pipeline
+    if not source:
+        raise EmbforgeError("run needs a PIPELINE.yaml")
+    return run_pipeline(source, sanity_test=cfg.sanity_test, output_dir=cfg.output_dir, force=cfg.force)
+
+
 def run(pipeline: RunConfig | str | os.PathLike[str] | Mapping[str, Any] | None = None, /,
         **fields: Any) -> dict[str, Any]:
     """Run (or resume) a pipeline YAML (``embforge run PIPELINE``): mine, train, evaluate, merge, report.
@@ -244,17 +258,13 @@ def run(pipeline: RunConfig | str | os.PathLike[str] | Mapping[str, Any] | None 
     >>> embforge.run("examples/scifact.yaml", sanity_test=True)["steps"]
     """
     if isinstance(pipeline, Mapping):
-        from .commands import run as cmd
-        from .pipeline import run_pipeline
-
-        cfg = build_config(cmd.Config, None, fields)
-        return run_pipeline(pipeline, sanity_test=cfg.sanity_test, output_dir=cfg.output_dir, force=cfg.force)
+        return run_config(build_config(RunConfig, None, fields), pipeline=pipeline)
     return dict(command("run", pipeline, **fields))
 
 
 # ---------------------------------------------------------------------------------------- Encoder
 @contextlib.contextmanager
-def _encoder_settings(encoder: Encoder, settings: Mapping[str, Any]) -> Iterator[None]:
+def _encoder_settings(encoder: _ModelEncoder, settings: Mapping[str, Any]) -> Iterator[None]:
     """Apply EncoderConfig overrides for one call and restore the encoder's own afterwards."""
     given = {k: v for k, v in settings.items() if v is not None}
     original = encoder.config
@@ -265,19 +275,18 @@ def _encoder_settings(encoder: Encoder, settings: Mapping[str, Any]) -> Iterator
         encoder.config = original
 
 
-def fit(encoder: Encoder, train_data: Any, *, loss: str | list[str] | None = None,
+def fit(encoder: _ModelEncoder, train_data: Any, *, loss: str | list[str] | None = None,
         output_dir: str | os.PathLike[str] | None = None, loss_kwargs: Mapping[str, Any] | None = None,
         **training_args: Any) -> Path:
-    """Train ``encoder`` in place (``Encoder.fit``); returns the saved final folder.
+    """Train ``encoder`` itself (``Encoder.fit``) and save it to ``output_dir``; returns that folder.
 
-    Runs ``embforge train`` starting from the encoder's current weights and settings (pooling,
-    normalisation, lengths, instructions), then loads the trained weights back into it.
-    ``training_args`` are train Config fields; ``loss_kwargs`` (AnglE's ``cosine_w``, ``ibn_w``,
-    ``angle_w`` and their taus) are train Config fields too.
+    Training starts from the encoder's current weights and settings (pooling, normalisation, lengths,
+    instructions) and updates this very object. ``training_args`` are train Config fields;
+    ``loss_kwargs`` (AnglE's ``cosine_w``, ``ibn_w``, ``angle_w`` and their taus) are train Config fields too.
     """
-    from .commands import train as cmd
+    from .training.run import train as run_training
 
-    names = alias_map(cmd.Config)
+    names = alias_map(TrainConfig)
     fields = {names.get(k, k): v for k, v in training_args.items()}
     for key, value in (loss_kwargs or {}).items():
         if key not in names:
@@ -298,32 +307,34 @@ def fit(encoder: Encoder, train_data: Any, *, loss: str | list[str] | None = Non
                        ("passage_instruction_for_retrieval", own.passage_instruction or None)):
         fields.setdefault(key, value)
     fields["train_data"] = train_data
-    cfg = build_config(cmd.Config, None, fields, objects=("train_data",))
-    out = Path(cfg.output_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # The starting weights are an input of the run, so they live beside the output folder, not in it.
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.fit-start-", dir=out.parent) as start:
-        cfg.model_name_or_path = str(encoder.save(Path(start) / "model"))
-        final = Path(cmd.run(cfg))
-    _adopt(encoder, final)
-    return final
+    fields["model_name_or_path"] = encoder.name_or_path  # for the record (card, run fingerprint); not loaded
+    return Path(run_training(build_config(TrainConfig, None, fields, objects=("train_data",)), encoder=encoder))
 
 
-def _adopt(encoder: Encoder, folder: Path) -> None:
-    """Load a saved model into an existing encoder object (training may add towers or a head)."""
-    from .model.encoder import Encoder
-
-    trained = Encoder.from_pretrained(folder, device=str(encoder.device))
-    encoder.backbone = trained.backbone
-    encoder.query_backbone = trained.query_backbone
-    encoder.head = trained.head
-    encoder.tokenizer = trained.tokenizer
-    encoder.config = trained.config
-    encoder.name_or_path = trained.name_or_path
-    encoder.train(trained.training)
-
-
-def evaluate_encoder(encoder: Encoder, data: Any, **fields: Any) -> dict[str, Any]:
+def evaluate_encoder(encoder: _ModelEncoder, data: Any, **fields: Any) -> dict[str, Any]:
     """``Encoder.evaluate``: :func:`evaluate` for a loaded encoder. The embedding cache is keyed by the
     weights in memory, so an encoder changed since it was loaded never reads its old vectors."""
     return evaluate(encoder=encoder, data=data, **fields)
+
+
+class Encoder(_ModelEncoder):
+    """The model's :class:`~embforge.model.encoder.Encoder` with the API's verbs, ``fit`` and ``evaluate``.
+
+    ``embforge.Encoder.from_pretrained(...)`` gives this class; the engines work with the model layer's
+    base class, which knows nothing of training or evaluation.
+    """
+
+    def fit(self, train_data: Any, *, loss: str | list[str] | None = None,
+            output_dir: str | os.PathLike[str] | None = None, loss_kwargs: dict[str, Any] | None = None,
+            **training_args: Any) -> Path:
+        """Train this encoder in place with ``embforge train``; returns the saved final folder.
+
+        ``train_data``: a path or in-memory records (list of dicts, datasets.Dataset, DataFrame);
+        ``training_args`` and ``loss_kwargs`` (cosine_w, ibn_w, angle_w, taus) are train Config fields.
+        """
+        return fit(self, train_data, loss=loss, output_dir=output_dir, loss_kwargs=loss_kwargs, **training_args)
+
+    def evaluate(self, data: Any, **fields: Any) -> dict[str, Any]:
+        """The ``embforge eval`` report for this encoder: Spearman/Pearson for scored pairs, retrieval
+        metrics for BEIR or query/pos data (``report["metrics"]``); ``fields`` are eval Config fields."""
+        return evaluate_encoder(self, data, **fields)

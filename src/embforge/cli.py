@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .config import add_arguments, build_config, did_you_mean
+from .config import add_arguments, config_from_args, did_you_mean
 from .errors import EmbforgeError
 
 # name -> (module, takes an optional YAML config as its first positional argument; or, as a string, the
@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = args.cli_debug
     try:
         _quiet_libraries()
-        cfg = build_config(config_cls, args, getattr(args, "config", None))
+        cfg = config_from_args(config_cls, args, getattr(args, "config", None))
         run(cfg)  # type: ignore[operator]
     except EmbforgeError as exc:
         if debug:

@@ -1,18 +1,20 @@
 """Typed configs shared by the CLI, YAML files and the Python API.
 
-Each command has one dataclass. A field's default, help text and reference-spelling aliases live in
-its metadata, so ``--help``, the YAML loader and the API all read the same source of truth.
-Precedence: dataclass defaults < YAML file < command-line flags.
+Each engine owns one config dataclass. A field's default, help text and reference-spelling aliases
+live in its metadata, so ``--help``, the YAML loader and the API all read the same source of truth.
+Precedence: dataclass defaults < YAML file < command-line flags (or Python keywords).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import difflib
 import os
 import types
 import typing
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -192,9 +194,49 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, .
         group.add_argument(*flags, **kwargs)
 
 
-def build_config(cls: type[T], namespace: argparse.Namespace, yaml_path: str | None = None,
-                 source: str = "command line") -> T:
-    """defaults < YAML < flags."""
+def config_from_args(cls: type[T], namespace: argparse.Namespace, yaml_path: str | None = None,
+                     source: str = "command line") -> T:
+    """The command line's config: defaults < YAML < flags."""
     base = from_dict(cls, load_yaml(yaml_path), source=str(yaml_path)) if yaml_path else None
     given = {f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls) if hasattr(namespace, f.name)}
     return from_dict(cls, given, source=source, base=base)
+
+
+def build_config(cls: type[T], config: T | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+                 fields: Mapping[str, Any] | None = None, objects: tuple[str, ...] = (),
+                 is_object: Callable[[Any], bool] = lambda value: False) -> T:
+    """Python's config: ``cls`` from ``config`` (an instance, a mapping or a YAML path) with ``fields`` on top.
+
+    Fields named in ``objects`` may hold a value for which ``is_object`` is true (in-memory data, say):
+    it bypasses from_dict's conversion and is set on the result as it is.
+    """
+    names = alias_map(cls)
+    held: dict[str, Any] = {}
+
+    def split(values: Mapping[str, Any]) -> dict[str, Any]:
+        plain = {}
+        for key, value in values.items():
+            name = names.get(key)
+            if name in objects and value is not None and is_object(value):
+                held[name] = value
+            else:
+                held.pop(name or key, None)  # a later plain value replaces an earlier object
+                plain[key] = value
+        return plain
+
+    if config is None:
+        base = None
+    elif isinstance(config, cls):
+        base = config
+    elif isinstance(config, Mapping):
+        base = from_dict(cls, split(config), source="config")
+    elif isinstance(config, (str, os.PathLike)):
+        base = from_dict(cls, split(load_yaml(config)), source=str(config))
+    else:
+        raise EmbforgeError(f"config must be a {cls.__module__}.{cls.__qualname__}, a mapping or a YAML file, "
+                            f"got {type(config).__name__}")
+    plain = split(fields or {})
+    cfg = from_dict(cls, plain, source="keyword arguments", base=base) if plain or base is None else copy.copy(base)
+    for name, value in held.items():
+        setattr(cfg, name, value)
+    return cfg

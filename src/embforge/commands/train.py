@@ -1,175 +1,23 @@
-"""``embforge train``: contrastive bi-encoder training on the Hugging Face Trainer.
+"""``embforge train``: binds the command line to the training engine's config.
 
-The config is ``transformers.TrainingArguments`` plus the reference systems' fields, so every
-Trainer option (fp16/bf16, gradient checkpointing, DeepSpeed, save/logging steps, resume) works
-unchanged, from YAML or flags, under ``torchrun`` and ``accelerate launch``.
+The config is :class:`embforge.training.config.TrainConfig` (``transformers.TrainingArguments`` plus
+the reference systems' fields); the engine is :func:`embforge.training.run.train`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import logging
-from dataclasses import dataclass
+from pathlib import Path
 
-from transformers import TrainingArguments
-
-from ..config import option
-from ..errors import EmbforgeError
-
-logger = logging.getLogger(__name__)
+from ..training.config import TrainConfig as Config
 
 HELP = ("Fine-tune an embedding model: InfoNCE, CoSENT, cosine, AnglE, Matryoshka, ESE, multi-TopK, distillation; "
         "--recipe flag|angle|sgpt|mrl|topk-lora.")
 
 
-@dataclass
-class Config(TrainingArguments):
-    # Spellings of inherited TrainingArguments fields used by the reference scripts; transformers 5
-    # folded warmup_ratio into warmup_steps (a value below 1 is a ratio).
-    EXTRA_ALIASES = {"warmup_ratio": "warmup_steps", "lr": "learning_rate", "epochs": "num_train_epochs"}
-
-    # --- model
-    model_name_or_path: str | None = option(None, "Model folder to start from; default: the embedded all-MiniLM-L6-v2.",
-                                            aliases=("model", "model_name"))
-    pooling: str | None = option(None, "cls, mean, weightedmean or lasttoken; default: the model's own.",
-                                 aliases=("sentence_pooling_method",))
-    normalized: bool = option(True, "L2-normalise embeddings (cosine similarity).", aliases=("normlized", "normalize"))
-    query_max_len: int = option(64, "Max tokens per query.")
-    passage_max_len: int = option(256, "Max tokens per passage.", aliases=("max_length", "max_seq_length"))
-    query_instruction_for_retrieval: str | None = option(
-        None, "Prepended to every query (a record's own 'prompt' wins); saved with the model.",
-        aliases=("query_instruction",))
-    passage_instruction_for_retrieval: str | None = option(None, "Prepended to every passage; saved with the model.",
-                                                           aliases=("passage_instruction",))
-    # --- data
-    train_data: str | None = option(None, "Training data: a file, a folder (BEIR, save_to_disk) or a dataset-mixture YAML.",
-                                    aliases=("dataset", "train_file"))
-    train_format: str | None = option(None, "Force the data format (see `embforge data --help`).", aliases=("format",))
-    train_split: str | None = option(None, "Split of a BEIR/HF folder (default: train).")
-    train_group_size: int | None = option(None, "Passages per query: one positive and train_group_size-1 hard "
-                                                "negatives (default 2; 1 for AnglE on records without negatives).")
-    max_examples: int | None = option(None, "Use only the first N records (quick experiments).")
-    strict: bool = option(False, "Fail instead of warning on records with too few negatives.")
-    skip_bad_records: bool = option(False, "Skip malformed records (reporting count and locations) instead of failing.")
-    # --- loss (fields left at None take the --recipe's value, else the default named in the help; docs/losses.md)
-    recipe: str | None = option(None, "Preset of a reference system: flag, angle, sgpt, mrl or topk-lora; flags you "
-                                      "give still win.", choices=("flag", "angle", "sgpt", "mrl", "topk-lora"))
-    loss: list[str] | None = option(None, "Loss(es): infonce, cosent, cosine, angle; several add up, weighted by "
-                                          "--loss_weights (default infonce).", aliases=("losses", "loss_type"))
-    loss_weights: list[float] | None = option(None, "One weight per --loss (default 1 each).")
-    temperature: float | None = option(None, "InfoNCE temperature (default 0.02, FlagEmbedding; 0.05 = scale 20).")
-    cosine_w: float | None = option(None, "AnglE: weight of the CoSENT term (default 1.0).", aliases=("w1",))
-    cosine_tau: float | None = option(None, "Scale of CoSENT (--loss cosent and AnglE's cosine term; default 20).")
-    ibn_w: float | None = option(None, "AnglE: weight of the in-batch-negatives term (default 20.0).", aliases=("w2",))
-    ibn_tau: float | None = option(None, "AnglE: scale of the in-batch-negatives term (default 20).")
-    angle_w: float | None = option(None, "AnglE: weight of the angle term (default 1.0).", aliases=("w3",))
-    angle_tau: float | None = option(None, "AnglE: scale of the angle term (default 20).")
-    teacher_name_or_path: str | None = option(None, "Distil the teacher's in-batch similarity distribution (same "
-                                                    "tokenizer); the model's own path = self-distillation.",
-                                              aliases=("teacher",))
-    distill_w: float = option(1.0, "Weight of the distillation term.")
-    distill_temperature: float = option(0.05, "Temperature of the similarity distributions in distillation.")
-    mrl_dims: list[int] | None = option(None, "Matryoshka: train these prefix sizes too, largest first, e.g. "
-                                              "384,256,128,64,32.", aliases=("matryoshka_dims",))
-    mrl_weights: list[float] | None = option(None, "One weight per --mrl_dims entry (default 1 each).")
-    apply_ese: bool | None = option(None, "ESE (2-D Matryoshka): train shallower layers and a compressed prefix "
-                                          "too (default false).", aliases=("ese",))
-    ese_compression_size: int | None = option(None, "ESE: size of the compressed prefix (default 128).")
-    ese_kl_temperature: float | None = option(None, "ESE: temperature of the KL towards the PCA target (default 1.0).")
-    topk_k_list: list[int] | None = option(None, "Multi-TopK: also train the embedding masked to its k largest "
-                                                 "entries, for each k, e.g. 16,32,64.", aliases=("topk_list",))
-    topk_weights: list[float] | None = option(None, "One weight per --topk_k_list entry (default 1 each).")
-    topk_mode: str | None = option(None, "Multi-TopK: rank entries by magnitude (|x|) or value (default magnitude).")
-    apply_topk_to_backbone: bool | None = option(None, "Apply the multi-TopK loss to the backbone's embedding "
-                                                       "(CSRv2 spelling; implied by --topk_k_list).")
-    negatives_cross_device: bool = option(False, "Share passages across processes as extra negatives (gradient kept).")
-    use_inbatch_neg: bool = option(True, "Use other queries' passages in the batch as negatives.")
-    symmetric: bool = option(False, "Add the passage-to-query direction of the loss.")
-    # --- memory
-    gradcache: bool = option(False, "GradCache: full-batch contrastive loss at the memory of --chunk_size texts.")
-    chunk_size: int | None = option(None, "GradCache chunk size (texts per forward pass).", aliases=("chunksize",))
-    # --- parameter-efficient modes
-    apply_lora: bool | None = option(None, "Train LoRA adapters (peft) instead of all weights (default false).",
-                                     aliases=("use_lora",))
-    lora_r: int = option(8, "LoRA rank.")
-    lora_alpha: int = option(16, "LoRA alpha.")
-    lora_dropout: float = option(0.05, "LoRA dropout.")
-    lora_target_modules: list[str] | None = option(None, "Module names to adapt; default: peft's choice for the architecture.")
-    save_adapter_only: bool = option(False, "Save only the LoRA adapter instead of merging it into the weights.")
-    freezenonbias: bool | None = option(None, "BitFit: train only bias terms (default false).", aliases=("bitfit",))
-    freeze: bool = option(False, "Freeze the backbone: train only the --addxlinear layers (or the biases, "
-                                 "with --freezenonbias).")
-    addxlinear: int = option(0, "Add N trainable Linear(d, d) layers on the pooled vector (SGPT); they start as "
-                                "the identity and are saved as sentence-transformers Dense modules.",
-                             aliases=("add_linear",))
-    linearthenpool: bool = option(False, "Apply the --addxlinear layers to every token state before pooling "
-                                         "instead of to the pooled vector.")
-    useact: bool = option(False, "GELU after each --addxlinear layer (without it the layers stay linear).")
-    asym: bool = option(False, "Asymmetric encoder: separate query and passage towers, both starting from the "
-                               "model; the query tower is saved in query_encoder/.")
-    # --- decoder LLMs (docs/llm.md)
-    is_llm: bool = option(False, "Decoder-LLM defaults: last-token pooling, left padding, EOS appended to every "
-                                 "text (flags you give still win).")
-    padding_side: str | None = option(None, "Pad on the 'left' or 'right' (default: the model's own).",
-                                      choices=("left", "right"))
-    append_eos: bool | None = option(None, "End every text with the EOS token (default: on for decoder LLMs).",
-                                     aliases=("add_eos",))
-    apply_billm: bool = option(False, "BiLLM: bidirectional attention from layer --billm_start_index on "
-                                      "(Llama/Qwen/Mistral/GPT-2 classes); saved and re-applied at load.")
-    billm_start_index: int | None = option(None, "First bidirectional layer for --apply_billm (default: the "
-                                                 "BiLLM_START_INDEX environment variable, else 0).")
-    billm_model_class: str | None = option(None, "Accepted for AnglE command lines; the class is read from the "
-                                                 "model's config.")
-    load_kbit: int | None = option(None, "Load the backbone in 4 or 8 bits (bitsandbytes, CUDA GPU); use with "
-                                         "--apply_lora.", choices=(4, 8))
-    lora_top_layers: int | None = option(None, "LoRA on the last N decoder layers only: backpropagation then "
-                                               "stops there, which makes a step much cheaper on CPU.")
-    speca: bool = option(False, "SGPT brackets: queries start with [SOS], documents with {SOS} (new special "
-                                "tokens); saved with the model.")
-    specb: bool = option(False, "SGPT brackets: queries wrapped in [ ], documents in { }; saved with the model.")
-    # --- run
-    overwrite_output_dir: bool = option(False, "Train into --output_dir even if it holds another run or other "
-                                               "files; the other run's checkpoints and model are removed.",
-                                        aliases=("overwrite",))
-    sanity_test: bool = option(False, "Tiny run to check the pipeline: a few records, batch 2, a few steps, one save.")
-
-    def __post_init__(self) -> None:
-        if self.output_dir is None:
-            self.output_dir = "outputs/embforge-train"
-        if self.sanity_test:
-            self._apply_sanity_test()
-        if self.fp16 and self.bf16:
-            raise EmbforgeError("--fp16 and --bf16 conflict: pick one precision")
-        if self.deepspeed:
-            import importlib.util
-
-            if importlib.util.find_spec("deepspeed") is None:
-                raise EmbforgeError("--deepspeed needs the deepspeed package (pip install deepspeed), "
-                                    "which is not installed here")
-        if self.remove_unused_columns:
-            self.remove_unused_columns = False  # batches are dicts of tokenised sides, not model kwargs
-        if self.disable_tqdm is None:
-            # TrainingArguments hides its progress bar when transformers' logging is quieter than
-            # WARNING, which the CLI sets to keep library chatter out; the bar is embforge's own output.
-            self.disable_tqdm = False
-        super().__post_init__()
-
-    def _apply_sanity_test(self) -> None:
-        """--sanity_test's tiny run; a value the user set that it replaces is named, so a short or unsaved
-        run is not mistaken for what the flags asked for."""
-        max_steps = 4 if self.max_steps in (None, -1) or self.max_steps > 4 else self.max_steps
-        tiny = {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_steps": max_steps,
-                "save_steps": max_steps, "logging_steps": 1, "max_examples": min(self.max_examples or 16, 16)}
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        replaced = [f"--{name} {getattr(self, name)} -> {value}" for name, value in tiny.items()
-                    if getattr(self, name) not in (value, defaults[name])]
-        if replaced:
-            logger.warning("--sanity_test replaces %s", ", ".join(replaced))
-        for name, value in tiny.items():
-            setattr(self, name, value)
-
-
-def run(cfg: Config):
+def run(cfg: Config) -> Path:
     from ..training.run import train
 
     return train(cfg)
+
+
+__all__ = ["HELP", "Config", "run"]

@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
 def _config(cls: type, config: Any, kwargs: dict[str, Any]) -> Any:
     """The same config building as the rest of the API: aliases, YAML paths, did-you-mean on typos,
     keyword arguments on top of a given config."""
-    from ..api import build_config
+    from ..config import build_config
 
     return build_config(cls, config, kwargs)
 

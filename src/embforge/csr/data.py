@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.npz import EmbeddingSet, _mapped_member, load_npz
+from ..data.npz import EmbeddingSet, load_npz, mapped_member
 from ..errors import EmbforgeError
 
 
@@ -53,7 +53,7 @@ class TrainData:
 
 def _member(path: Path, key: str) -> np.ndarray:
     with zipfile.ZipFile(path) as zf:
-        mapped = _mapped_member(path, zf, f"{key}.npy")
+        mapped = mapped_member(path, zf, f"{key}.npy")
     if mapped is not None:
         return mapped
     with np.load(path, allow_pickle=False) as archive:

@@ -42,7 +42,7 @@ class EmbeddingSet:
         return isinstance(self.embeddings, np.memmap)
 
 
-def _mapped_member(path: Path, zf: zipfile.ZipFile, name: str) -> np.ndarray | None:
+def mapped_member(path: Path, zf: zipfile.ZipFile, name: str) -> np.ndarray | None:
     """A memmap over a stored (uncompressed) .npy member, or None when it cannot be mapped."""
     info = zf.getinfo(name)
     if info.compress_type != zipfile.ZIP_STORED:
@@ -103,7 +103,7 @@ def load_npz(path: str | Path, embeddings_key: str | None = None, labels_key: st
 
         def member(key: str) -> np.ndarray:
             with zipfile.ZipFile(path) as zf:
-                mapped = _mapped_member(path, zf, f"{key}.npy")
+                mapped = mapped_member(path, zf, f"{key}.npy")
             if mapped is not None:
                 return mapped
             try:

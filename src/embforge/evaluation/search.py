@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from ..errors import EmbforgeError
 
 
-def _select(scores: torch.Tensor, k: int, tie_rank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def top_k_with_ties(scores: torch.Tensor, k: int, tie_rank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k (values, indices) per row of ``scores``, ties at the boundary broken by ``tie_rank``."""
     values, idx = torch.topk(scores, k, dim=1)
     thresholds = values[:, -1:]
@@ -59,7 +59,7 @@ def exact_search(queries: np.ndarray, docs: np.ndarray, doc_ids: Sequence[str], 
             best_i = torch.empty((q.shape[0], 0), dtype=torch.long)
             for ds in range(0, n_docs, doc_chunk):
                 scores = q @ d_all[ds:ds + doc_chunk].T
-                v, i = _select(scores, min(k, scores.shape[1]), tie_rank[ds:ds + doc_chunk])
+                v, i = top_k_with_ties(scores, min(k, scores.shape[1]), tie_rank[ds:ds + doc_chunk])
                 best_v = torch.cat([best_v, v], dim=1)
                 best_i = torch.cat([best_i, i + ds], dim=1)
                 if best_v.shape[1] > k:  # keep the k best of the merged per-chunk candidates

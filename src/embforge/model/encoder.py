@@ -391,25 +391,6 @@ class Encoder(nn.Module):
     def encode_corpus(self, passages: Sequence[str], **kwargs: Any) -> np.ndarray:
         return self.encode(passages, is_query=False, **kwargs)
 
-    # ------------------------------------------------------------------ Python API (embforge.api)
-    def fit(self, train_data: Any, *, loss: str | list[str] | None = None, output_dir: str | os.PathLike | None = None,
-            loss_kwargs: dict[str, Any] | None = None, **training_args: Any) -> Path:
-        """Train this encoder in place with ``embforge train``; returns the saved final folder.
-
-        ``train_data``: a path or in-memory records (list of dicts, datasets.Dataset, DataFrame);
-        ``training_args`` and ``loss_kwargs`` (cosine_w, ibn_w, angle_w, taus) are train Config fields.
-        """
-        from ..api import fit
-
-        return fit(self, train_data, loss=loss, output_dir=output_dir, loss_kwargs=loss_kwargs, **training_args)
-
-    def evaluate(self, data: Any, **kwargs: Any) -> dict[str, Any]:
-        """The ``embforge eval`` report for this encoder: Spearman/Pearson for scored pairs, retrieval
-        metrics for BEIR or query/pos data (``report["metrics"]``); ``kwargs`` are eval Config fields."""
-        from ..api import evaluate_encoder
-
-        return evaluate_encoder(self, data, **kwargs)
-
 
 def load_backbone_weights(backbone: nn.Module, folder: Path) -> None:
     """Load a saved backbone's weights (full ``model.safetensors`` or a peft adapter) into ``backbone``."""

@@ -19,6 +19,7 @@ from ..errors import EmbforgeError
 from ..model import Encoder
 from ..model.card import from_training
 from ..paths import OUTPUT_MARKER, atomic_write_bytes, check_writable_parent
+from .config import TrainConfig
 from .distributed import world
 from .objective import ContrastiveObjective, Objective
 from .output import (
@@ -166,29 +167,30 @@ def freeze_unused_heads(encoder: Encoder) -> None:
             pooler.requires_grad_(False)
 
 
-def train(cfg: Any) -> Path:
+def train(cfg: TrainConfig, encoder: Encoder | None = None) -> Path:
     """Train and save; returns the folder of the final model, ``OUTPUT_DIR`` itself.
 
-    An output folder this call created is removed again if training fails before writing anything
-    there, so a failed run leaves no empty folder behind.
+    ``encoder``, when given, is trained itself (``Encoder.fit``) instead of a model loaded from
+    ``cfg.model_name_or_path``. An output folder this call created is removed again if training fails
+    before writing anything there, so a failed run leaves no empty folder behind.
     """
     out = Path(cfg.output_dir)
     created = not out.exists()
     try:
-        return _train(cfg, out)
+        return _train(cfg, out, encoder)
     except BaseException:
         if created and out.is_dir() and {p.name for p in out.iterdir()} <= {OUTPUT_MARKER}:
             shutil.rmtree(out, ignore_errors=True)
         raise
 
 
-def _train(cfg: Any, out: Path) -> Path:
+def _train(cfg: TrainConfig, out: Path, given: Encoder | None) -> Path:
     from .trainer import EmbeddingTrainer
 
     resolve(cfg)
     validate(cfg)
     records = load_training_records(cfg)
-    encoder = build_encoder(cfg)
+    encoder = build_encoder(cfg) if given is None else given
     settings = run_settings(cfg, records_digest(records), parameters_digest(encoder))
     main_process = int(os.environ.get("RANK", "0")) == 0
     resuming = bool(cfg.resume_from_checkpoint) and str(cfg.resume_from_checkpoint).lower() not in ("false", "none")
@@ -226,6 +228,9 @@ def _train(cfg: Any, out: Path) -> Path:
         publish_final(out, staging, settings)
         logger.info("saved the final model to %s", out)
     trainer.accelerator.wait_for_everyone()
+    if given is not None:  # the object now holds the trained weights, as a loaded model would
+        given.name_or_path = str(out)
+        given.eval()
     return out
 
 

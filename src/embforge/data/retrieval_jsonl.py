@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .data.jsonl import iter_dicts
-from .errors import EmbforgeError, where
+from ..errors import EmbforgeError, where
+from .jsonl import iter_dicts
 
 
 def _string_list(obj: dict, key: str, path: Path, n: int, required: bool) -> list[str]:

@@ -11,18 +11,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from ..cache import encode_cached, model_fingerprint, truncate
-from ..csr.model import CSRModel
-from ..csr.sparse import SparseCodes, encode_dense
 from ..errors import EmbforgeError
-from .metrics import check_ks, retrieval_metrics
-from .retrieval import RetrievalTask, check_qrels
-from .search import _select, exact_search
+from ..evaluation.config import EvalConfig
+from ..evaluation.metrics import check_ks, retrieval_metrics
+from ..evaluation.retrieval import RetrievalTask, check_qrels
+from ..evaluation.search import exact_search, top_k_with_ties
+from .model import CSRModel
+from .sparse import SparseCodes, encode_dense
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..data.records import RetrievalRecord, ScoredPair
+    from ..model.encoder import Encoder
 
 
 class InvertedIndex:
@@ -50,7 +55,7 @@ class InvertedIndex:
         out: list[list[tuple[str, float]]] = []
         for s in range(0, len(queries), chunk):
             part = SparseCodes(queries.indices[s:s + chunk], queries.values[s:s + chunk], queries.hidden_size)
-            values, idx = _select(torch.from_numpy(self.scores(part)), k, self.tie_rank)
+            values, idx = top_k_with_ties(torch.from_numpy(self.scores(part)), k, self.tie_rank)
             rank = self.tie_rank.tolist()
             for vals, ids in zip(values.tolist(), idx.tolist()):
                 hits = sorted(zip(vals, ids), key=lambda t: (-t[0], rank[t[1]]))
@@ -177,7 +182,7 @@ def format_sparse_table(result: dict[str, Any], metric_keys: Sequence[str] = ("n
 
 def plot_sparse(path: Any, result: dict[str, Any], metric: str = "nDCG@10", title: str = "") -> Any:
     """Quality and latency side by side for each method."""
-    from ..csr.plots import pyplot, save_png
+    from .plots import pyplot, save_png
 
     plt = pyplot()
     names = list(result["methods"])
@@ -193,16 +198,20 @@ def plot_sparse(path: Any, result: dict[str, Any], metric: str = "nDCG@10", titl
     return save_png(fig, path)
 
 
-def run_sparse_eval(cfg: Any, task: RetrievalTask | None, data: Any, encoder: Any, overrides: dict[str, Any],
-                    ks: Sequence[int]) -> dict[str, Any]:
+def evaluate_sparse(cfg: EvalConfig, encoder: Encoder | None = None,
+                    records: Sequence[RetrievalRecord | ScoredPair] | None = None) -> dict[str, Any]:
     """``embforge eval --sparse CSR``: load the encoder (the stacked folder's own when --model is not
     given) and the CSR head, evaluate, print a table, write the JSON report and a PNG."""
     from pathlib import Path
 
-    from ..csr.head import CSR_SUBFOLDER, is_stacked
+    from ..evaluation.report import write_json
+    from ..evaluation.run import check, encoder_overrides, load_data
     from ..model import Encoder
-    from .report import write_json
+    from .head import CSR_SUBFOLDER, is_stacked
 
+    ks = check(cfg, has_records=records is not None)
+    loaded = load_data(cfg, records)
+    task, data = loaded.task, loaded.label
     if task is None:
         raise EmbforgeError("--sparse evaluates retrieval; give a BEIR folder or a query/pos JSONL as --data")
     folder = Path(cfg.sparse)
@@ -211,7 +220,7 @@ def run_sparse_eval(cfg: Any, task: RetrievalTask | None, data: Any, encoder: An
     stacked = is_stacked(folder)
     csr = CSRModel.load(folder / CSR_SUBFOLDER if stacked else folder)
     if encoder is None:
-        encoder = Encoder.from_pretrained(cfg.model or (str(folder) if stacked else None), **overrides)
+        encoder = Encoder.from_pretrained(cfg.model or (str(folder) if stacked else None), **encoder_overrides(cfg))
     t0 = time.perf_counter()
     result = evaluate_sparse_retrieval(encoder, csr, task, ks=ks, topk=cfg.sparse_k, batch_size=cfg.batch_size,
                                        use_cache=not cfg.no_cache, strict=cfg.strict)

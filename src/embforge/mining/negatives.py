@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from .cache import encode_cached, model_fingerprint
-from .errors import EmbforgeError
+from ..cache import encode_cached, model_fingerprint
+from ..errors import EmbforgeError
 
 logger = logging.getLogger(__name__)
 

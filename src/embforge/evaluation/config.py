@@ -1,0 +1,31 @@
+"""The typed config of the evaluation engine (``embforge eval``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import option
+
+
+@dataclass
+class EvalConfig:
+    model: str | None = option(None, "Model folder; default: the embedded all-MiniLM-L6-v2.",
+                               aliases=("model_name_or_path", "encoder"))
+    data: str | None = option(None, "A BEIR folder, a query/pos JSONL file, an STS-B csv (or its folder) or "
+                                    "SICK.txt; the kind is detected.", aliases=("eval_data", "input_file"))
+    split: str = option("test", "qrels split of a BEIR folder; STS-B file in a folder; SICK SemEval_set.")
+    k: list[int] = option(help="Cut-offs for the retrieval metrics, e.g. 1,10,100.", aliases=("ks",),
+                          default_factory=lambda: [1, 10, 100])
+    dims: list[int] | None = option(None, "Matryoshka dims to evaluate, e.g. 32,64,128,256,384.",
+                                    aliases=("mrl_dims",))
+    report: str | None = option(None, "Write a JSON report here (and the quality-vs-dims PNG beside it).")
+    batch_size: int = option(256, "Texts per forward pass.")
+    max_length: int | None = option(None, "Override the model's max tokens per text.", aliases=("max_len",))
+    query_instruction_for_retrieval: str | None = option(None, "Instruction prepended to queries (default: the "
+                                                               "model's own).", aliases=("query_instruction",))
+    no_cache: bool = option(False, "Do not read or write the embedding cache ($EMBFORGE_CACHE).")
+    strict: bool = option(False, "Fail when qrels name queries or documents that do not exist.")
+    sparse: str | None = option(None, "A CSR model folder (csr train's output) or a stacked encoder+CSR folder: "
+                                      "evaluate its sparse codes against dense search at the same active dims, "
+                                      "with query latency.", aliases=("csr_model",))
+    sparse_k: int | None = option(None, "Active latents per sparse code (default: the CSR model's k).")

@@ -1,0 +1,172 @@
+"""The evaluation driver: a model and a BEIR folder, a query/pos JSONL, an STS-B csv or SICK.txt in; the
+report (retrieval metrics at each cut-off and Matryoshka dim, or Spearman/Pearson) out."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..data.records import RetrievalRecord, ScoredPair
+from .config import EvalConfig
+from .retrieval import RetrievalTask
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..model.encoder import Encoder
+
+
+def jsonl_task(path: Path):
+    """Query/pos JSONL -> retrieval task: the corpus is every pos (and neg) text, relevance = the pos."""
+    from ..data.retrieval_jsonl import read_query_jsonl
+
+    return records_task(read_query_jsonl(path), str(path))
+
+
+def records_task(records: Sequence[dict[str, Any]], source: str):
+    """Query/pos dicts -> retrieval task, as :func:`jsonl_task` reads them from a file."""
+    from .retrieval import RetrievalTask
+
+    texts = list(dict.fromkeys(t for r in records for key in ("pos", "neg") for t in r.get(key) or ()))
+    doc_id = {t: f"d{i}" for i, t in enumerate(texts)}
+    query_id: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    for r in records:
+        qid = query_id.setdefault(r["query"], f"q{len(query_id)}")
+        qrels.setdefault(qid, {}).update({doc_id[p]: 1 for p in r["pos"]})
+    return RetrievalTask(corpus={d: t for t, d in doc_id.items()}, queries={q: t for t, q in query_id.items()},
+                         qrels=qrels, source=source, kind="jsonl")
+
+
+def in_memory_data(records: Sequence[Any]) -> tuple[Any, Any, str]:
+    """(retrieval task, STS pairs, label) for records given from Python: scored pairs are an STS task,
+    query/positive records a retrieval task over all their texts (as a query/pos JSONL would be)."""
+    from ..data.records import ScoredPair
+    from ..errors import EmbforgeError
+
+    label = f"in-memory data ({len(records)} records)"
+    if not records:
+        raise EmbforgeError("evaluate: no records to evaluate")
+    if all(isinstance(r, ScoredPair) for r in records):
+        return None, list(records), label
+    if any(isinstance(r, ScoredPair) for r in records):
+        raise EmbforgeError("evaluate: the records mix scored pairs and query/positive records; pass one kind")
+    return records_task([r.to_json() for r in records], label), None, label
+
+
+@dataclass(frozen=True)
+class EvalData:
+    """What an evaluation runs on: a retrieval task or STS pairs (with their format), and a label."""
+
+    label: Path
+    task: RetrievalTask | None = None
+    pairs: list[ScoredPair] | None = None
+    sts_format: str | None = None
+
+
+def check(cfg: EvalConfig, has_records: bool = False) -> list[int]:
+    """Everything that can be wrong with the options, before data or a model is loaded; the cut-offs."""
+    from ..errors import EmbforgeError
+    from ..paths import check_output_file
+    from .metrics import check_ks
+
+    if not cfg.data and not has_records:
+        raise EmbforgeError("eval needs --data (a BEIR folder, a query/pos JSONL, an STS-B csv or SICK.txt)")
+    if not has_records and not Path(str(cfg.data)).exists():
+        raise EmbforgeError(f"{cfg.data}: not found (expected a BEIR folder, a query/pos JSONL, an STS-B csv or "
+                            "SICK.txt)")
+    ks = check_ks(list(cfg.k))
+    if cfg.dims is not None and (not cfg.dims or min(cfg.dims) < 1):
+        raise EmbforgeError(f"--dims: every dim must be a positive integer, got {cfg.dims!r}")
+    for flag in ("batch_size", "max_length", "sparse_k"):
+        value = getattr(cfg, flag)
+        if value is not None and value < 1:
+            raise EmbforgeError(f"--{flag} must be at least 1, got {value}")
+    if cfg.report:
+        check_output_file(cfg.report, "report file")  # not after the whole evaluation ran
+    return ks
+
+
+def load_data(cfg: EvalConfig, records: Sequence[RetrievalRecord | ScoredPair] | None = None) -> EvalData:
+    """The retrieval task or STS pairs of ``cfg.data`` (or of in-memory ``records``), by detected kind."""
+    from ..data.beir import is_beir_folder, load_beir
+    from ..errors import EmbforgeError
+    from .sts import detect_sts, load_sts
+
+    data = Path(str(cfg.data or "in-memory"))
+    if records is not None:
+        task, pairs, label = in_memory_data(records)
+        return EvalData(Path(label), task, pairs, None if pairs is None else "records")
+    if is_beir_folder(data):
+        split = load_beir(data, cfg.split)
+        return EvalData(data, RetrievalTask(split.corpus, split.queries, split.qrels, source=f"{data} ({cfg.split})"))
+    sts = detect_sts(data, cfg.split)
+    if sts is not None:
+        return EvalData(data, pairs=load_sts(sts[0], sts[1], cfg.split), sts_format=sts[0])
+    if data.is_file() and data.suffix.lower() in (".jsonl", ".json"):
+        return EvalData(data, jsonl_task(data))
+    raise EmbforgeError(f"{data}: unrecognised data (expected a BEIR folder with corpus.jsonl and qrels/, a "
+                        "query/pos .jsonl, an STS-B .csv of tab-separated genre, file, year, id, score, "
+                        "sentence1, sentence2, or SICK.txt with a header naming sentence_A, sentence_B and "
+                        "relatedness_score)")
+
+
+def encoder_overrides(cfg: EvalConfig) -> dict[str, Any]:
+    """EncoderConfig settings that the eval options change for this run."""
+    overrides: dict[str, Any] = {"query_instruction": cfg.query_instruction_for_retrieval}
+    if cfg.max_length:
+        overrides.update(query_max_len=cfg.max_length, passage_max_len=cfg.max_length)
+    return overrides
+
+
+def evaluate(cfg: EvalConfig, encoder: Encoder | None = None,
+             records: Sequence[RetrievalRecord | ScoredPair] | None = None) -> dict[str, Any]:
+    """Evaluate and return the report (``report["metrics"]`` holds the full-dim metrics).
+
+    The Python API may pass an already loaded ``encoder`` (then ``cfg.model``, ``cfg.max_length`` and the
+    instruction are the caller's to apply) and in-memory ``records`` instead of ``cfg.data``.
+    """
+    from ..errors import EmbforgeError
+    from .report import format_table, plot_dims, write_json
+    from .retrieval import evaluate_retrieval
+    from .sts import evaluate_sts
+
+    if cfg.sparse:  # CSR codes vs dense search at equal active dims: a CSR engine job
+        raise EmbforgeError("--sparse is evaluated by embforge.csr.evaluation.evaluate_sparse")
+    ks = check(cfg, has_records=records is not None)
+    dims = cfg.dims
+    t_start = time.perf_counter()
+    loaded = load_data(cfg, records)
+    data, task, pairs = loaded.label, loaded.task, loaded.pairs
+    t_data = time.perf_counter()
+    if encoder is None:
+        from ..model import Encoder
+
+        encoder = Encoder.from_pretrained(cfg.model, **encoder_overrides(cfg))
+    t_model = time.perf_counter()
+    if task is not None:
+        result = evaluate_retrieval(encoder, task, ks=ks, dims=dims, batch_size=cfg.batch_size,
+                                    use_cache=not cfg.no_cache, strict=cfg.strict)
+    else:
+        assert pairs is not None
+        result = evaluate_sts(encoder, pairs, dims=dims, batch_size=cfg.batch_size, use_cache=not cfg.no_cache)
+        result["format"] = loaded.sts_format
+    result["timings"] = {"load_data_s": t_data - t_start, "load_model_s": t_model - t_data, **result["timings"],
+                         "total_s": time.perf_counter() - t_start}
+    report = {"model": getattr(encoder, "name_or_path", cfg.model), "data": str(data), "split": cfg.split,
+              "metrics": result["dims"][max(result["dims"], key=int)], **result}
+    for note in result.get("notes", ()):
+        print(f"warning: {note}", file=sys.stderr)
+    what = f"{result['queries']} queries, {result['corpus_size']} docs" if task is not None else \
+        f"{result['pairs']} pairs"
+    print(f"{data} [{cfg.split}] - {what} - {result['timings']['total_s']:.1f} s")
+    print(format_table(result))
+    if cfg.report:
+        path = write_json(cfg.report, report)
+        print(f"report: {path}")
+        png = plot_dims(path.with_suffix(".png"), result, title=f"{data.name} ({cfg.split})")
+        if png:
+            print(f"plot: {png}")
+    return report

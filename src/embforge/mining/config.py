@@ -1,0 +1,33 @@
+"""The typed config of the mining engine (``embforge mine``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import option
+
+
+@dataclass
+class MineConfig:
+    model_name_or_path: str | None = option(None, "Model folder; default: the embedded all-MiniLM-L6-v2.",
+                                            aliases=("model", "encoder"))
+    input_file: str | None = option(None, "FlagEmbedding JSONL {query, pos, neg} or a BEIR folder (queries + "
+                                          "qrels of --split; the corpus is the pool).", aliases=("input", "data"))
+    output_file: str | None = option(None, "Where to write the JSONL with mined negatives (atomically).",
+                                     aliases=("output",))
+    range_for_sampling: str = option("2-200", "Rank band LO-HI of the raw ranking (0-based slice) to sample from.")
+    negative_number: int = option(15, "Negatives per query.")
+    candidate_pool: str | None = option(None, "Pool to search: JSONL {\"text\": ...} lines or plain text lines; "
+                                              "default: every pos and neg text of the input.")
+    use_gpu_for_searching: bool = option(False, "Search with faiss on the GPU(s) when present.")
+    query_instruction_for_retrieval: str | None = option(None, "Instruction prepended to queries (default: the "
+                                                               "model's own).", aliases=("query_instruction",))
+    false_negative_margin: float | None = option(None, "Drop candidates scoring within this margin of the "
+                                                       "query's weakest positive (likely false negatives).")
+    seed: int = option(0, "Random seed for sampling.")
+    sampling: str = option("random", "random: sample from the band (reference); top: keep its best-ranked.",
+                           choices=("random", "top"))
+    split: str = option("train", "qrels split when --input_file is a BEIR folder.")
+    batch_size: int = option(256, "Texts per forward pass.")
+    max_length: int | None = option(None, "Override the model's max tokens per text.", aliases=("max_len",))
+    no_cache: bool = option(False, "Do not read or write the embedding cache ($EMBFORGE_CACHE).")
