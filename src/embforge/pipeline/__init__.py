@@ -1,0 +1,35 @@
+"""``embforge run``: one YAML drives mine -> train -> eval -> merge -> eval -> report.
+
+The steps run in this order::
+
+    mine -> eval-base -> train -> eval-trained -> merge -> eval-merged -> report
+
+One job per module, each depending only on those listed before it: ``steps`` (what a plan is made
+of), ``slicing`` (--sanity_test data), ``report`` (report.json and report.png), ``actions`` (what
+each step runs), ``plan`` (the YAML, validated, into steps; nothing runs) and ``execute`` (running
+the steps, skipping those done before; resume markers).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from .execute import MARKERS, execute, path_digest, step_hash
+from .plan import load_pipeline
+from .report import plot_report, write_report
+from .slicing import SANITY_DOCS, SANITY_QUERIES, slice_beir
+from .steps import Pipeline, Step
+
+__all__ = ["MARKERS", "SANITY_DOCS", "SANITY_QUERIES", "Pipeline", "Step", "execute", "load_pipeline", "path_digest",
+           "plot_report", "run_pipeline", "slice_beir", "step_hash", "write_report"]
+
+
+def run_pipeline(config_or_path: str | os.PathLike | Mapping[str, Any], sanity_test: bool = False,
+                 output_dir: str | os.PathLike | None = None, force: bool = False) -> dict[str, Any]:
+    """Run (or resume) a pipeline; returns the final report (also written to OUTPUT_DIR/report.json).
+
+    ``force`` reruns every step even when its marker says it is done.
+    """
+    return execute(load_pipeline(config_or_path, sanity_test=sanity_test, output_dir=output_dir), force=force)

@@ -1,0 +1,283 @@
+"""Planning: a pipeline YAML (or mapping) -> validated configs -> the ordered steps; nothing runs here.
+
+Each section of the YAML is the config of one command (the same keys as its flags), checked in full
+before anything runs, so a typo on line 30 fails in a second and not after an hour of training. The
+plan wires the steps together: the mined file feeds training, the trained model feeds the merge and
+the evaluations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..config import alias_map, did_you_mean, from_dict, load_yaml
+from ..errors import EmbforgeError
+from ..model.card import model_label
+from .actions import command_action, eval_action, settings_of, train_action
+from .report import write_report
+from .steps import Pipeline, Step
+
+SECTIONS = ("mine", "train", "eval", "merge", "report")
+TOP_KEYS = ("name", "model", "output_dir", *SECTIONS)
+REPORT_KEYS = ("title",)
+
+KeyLines = Mapping[tuple[str, ...], int]
+
+
+def load_pipeline(config: str | os.PathLike | Mapping[str, Any], sanity_test: bool = False,
+                  output_dir: str | os.PathLike | None = None) -> Pipeline:
+    """Validate a pipeline YAML (or mapping) and plan its steps; nothing is run or written yet."""
+    if isinstance(config, Mapping):
+        raw, source, lines, here = dict(config), "pipeline", {}, Path(".")
+    else:
+        path = Path(config)
+        raw, source, lines, here = load_yaml(path), str(path), _key_lines(path), path.parent
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise EmbforgeError(f"{_where(source, lines, key)}: unknown key {key!r}{did_you_mean(key, TOP_KEYS)} "
+                                f"(a pipeline has {', '.join(TOP_KEYS)})")
+    sections = {name: _section(raw, name, source, lines) for name in SECTIONS}
+    if not any(sections[s] is not None for s in ("mine", "train", "eval", "merge")):
+        raise EmbforgeError(f"{source}: no steps: give at least one of mine, train, eval, merge")
+
+    out = Path(output_dir or raw.get("output_dir") or "runs/pipeline")
+    if sanity_test:
+        out = out / "sanity_test"
+    planner = _Planner(source, lines, here, out, sanity_test)
+    pipe = planner.start(str(raw.get("name") or Path(source).stem), raw.get("model"))
+    mined = planner.mine(sections["mine"])
+    planner.eval(sections["eval"])
+    trained = planner.train(sections["train"], mined)
+    planner.merge(sections["merge"], trained)
+    planner.report(sections["report"] or {})
+    return pipe
+
+
+@dataclasses.dataclass
+class _Planner:
+    """Plans one section at a time, appending its steps to ``pipe``; errors name the YAML line."""
+
+    source: str
+    lines: KeyLines
+    here: Path                      # the YAML's folder: input paths in it are relative to it
+    out: Path
+    sanity_test: bool
+    pipe: Pipeline = dataclasses.field(init=False)
+    base_path: str = ""
+    base_label: str = ""
+    eval_config: Any = None         # shared by the evaluations of the base, trained and merged models
+
+    def where(self, *keys: str) -> str:
+        return _where(self.source, self.lines, *keys)
+
+    def rel(self, value: Any) -> Any:
+        """Input paths in a YAML are relative to its folder, so a pipeline runs from any directory."""
+        if value is None or str(value) in ("", "default") or Path(str(value)).is_absolute():
+            return value
+        return str(self.here / str(value))
+
+    def check_keys(self, cls: type, section: Mapping[str, Any], step: str, reserved: tuple[str, ...] = ()) -> None:
+        known = alias_map(cls)
+        for key in section:
+            if key in reserved:
+                raise EmbforgeError(f"{self.where(step, key)}: {key!r} in the {step} step is filled in by the "
+                                    "pipeline; set the top-level model or output_dir instead")
+            if key not in known:
+                hint = did_you_mean(key, [k for k in known if k not in reserved])
+                raise EmbforgeError(f"{self.where(step, key)}: unknown key {key!r} in the {step} step{hint}")
+
+    def data_input(self, value: Any, what: str, where: str) -> str:
+        """An existing data path; under --sanity_test a BEIR folder is replaced by its slice under out."""
+        path = _must_exist(self.rel(value), what, where)
+        if self.sanity_test:
+            from ..data.beir import is_beir_folder
+
+            if is_beir_folder(Path(path)):
+                sliced = self.pipe.sliced
+                return sliced.setdefault(path, str(self.out / "data" / f"{len(sliced)}_{Path(path).name}"))
+        return path
+
+    def start(self, name: str, model: Any) -> Pipeline:
+        from ..paths import resolve_model_path
+
+        base = self.rel(model)
+        try:
+            self.base_path = str(resolve_model_path(base))
+        except EmbforgeError as exc:
+            raise EmbforgeError(f"{self.where('model')}: {exc}") from exc
+        self.base_label = model_label(base)
+        self.pipe = Pipeline(name=name, source=self.source, output_dir=self.out, steps=[],
+                             sanity_test=self.sanity_test, models={"base": self.base_path})
+        return self.pipe
+
+    def mine(self, section: dict | None) -> str | None:
+        """The mine step; returns the mined file, or None without a mine section."""
+        from ..commands import mine as mine_cmd
+        from ..mining import parse_range
+
+        if section is None:
+            return None
+        self.check_keys(mine_cmd.Config, section, "mine", reserved=("model_name_or_path", "model", "encoder"))
+        wired = {"model_name_or_path": self.base_path,
+                 "output_file": section.get("output_file") or str(self.out / "mine" / "train.jsonl")}
+        cfg = from_dict(mine_cmd.Config, {**section, **wired}, source=f"{self.source} [mine]")
+        try:
+            parse_range(cfg.range_for_sampling)
+        except EmbforgeError as exc:
+            raise EmbforgeError(f"{self.where('mine', 'range_for_sampling')}: {exc}") from exc
+        cfg.input_file = self.data_input(cfg.input_file, "mine.input_file", self.where("mine", "input_file"))
+        self.pipe.steps.append(Step("mine", settings_of(cfg), {"data": cfg.input_file, "model": self.base_path},
+                                    [cfg.output_file], command_action(mine_cmd.run, cfg)))
+        return cfg.output_file
+
+    def eval(self, section: dict | None) -> None:
+        """Checks the eval config (shared by every evaluation) and plans the base model's evaluation."""
+        from ..commands import eval as eval_cmd
+
+        if section is None:
+            return
+        self.check_keys(eval_cmd.Config, section, "eval", reserved=("model", "model_name_or_path", "encoder", "report"))
+        cfg = from_dict(eval_cmd.Config, section, source=f"{self.source} [eval]")
+        for key in ("k", "dims"):  # parsed when the step runs; checked now
+            try:
+                eval_cmd.parse_ints(getattr(cfg, key), key)
+            except EmbforgeError as exc:
+                raise EmbforgeError(f"{self.where('eval', key)}: eval.{exc}") from exc
+        cfg.data = self.data_input(cfg.data, "eval.data", self.where("eval", "data"))
+        self.eval_config = cfg
+        self.add_eval("base", self.base_path, [])
+
+    def add_eval(self, label: str, model: str, after: list[str]) -> None:
+        """An eval-LABEL step, when there is an eval section; ``after`` are the steps producing ``model``."""
+        from ..commands import eval as eval_cmd
+
+        if self.eval_config is None:
+            return
+        report = str(self.out / "eval" / f"{label}.json")
+        cfg = dataclasses.replace(self.eval_config, model=model, report=report)
+        self.pipe.reports[label] = report
+        card_model = None if label == "base" else model
+        inputs = {"data": cfg.data} | ({"model": model} if not after else {})
+        self.pipe.steps.append(Step(f"eval-{label}", settings_of(cfg), inputs, [report],
+                                    eval_action(eval_cmd.run, cfg, card_model, self.pipe.reports), upstream=after))
+
+    def train(self, section: dict | None, mined: str | None) -> str | None:
+        """The train step (and the trained model's evaluation); returns the model folder, or None."""
+        from ..commands import train as train_cmd
+
+        if section is None:
+            return None
+        self.check_keys(train_cmd.Config, section, "train",
+                        reserved=("model_name_or_path", "model", "model_name", "output_dir"))
+        trained = str(self.out / "train")
+        # The pipeline owns its train folder: a rerun with changed settings replaces the earlier run there.
+        wired = {"model_name_or_path": self.base_path, "output_dir": trained, "overwrite_output_dir": True}
+        if self.sanity_test:
+            wired["sanity_test"] = True
+        if section.get("train_data") is None:
+            if mined is None:
+                raise EmbforgeError(f"{self.where('train')}: the train step has no data: add a mine step "
+                                    "or give train.train_data")
+            wired["train_data"] = mined
+        else:
+            section["train_data"] = self.data_input(section["train_data"], "train.train_data",
+                                                    self.where("train", "train_data"))
+        cfg = from_dict(train_cmd.Config, {**section, **wired}, source=f"{self.source} [train]")
+        self.pipe.models["trained"] = trained
+        settings = {k: v for k, v in {**section, **wired}.items() if k not in ("output_dir", "overwrite_output_dir")}
+        inputs = {"model": self.base_path} | ({} if mined else {"data": str(cfg.train_data)})
+        self.pipe.steps.append(Step("train", settings, inputs, [trained], train_action(cfg, self.pipe),
+                                    upstream=["mine"] if mined else []))
+        self.add_eval("trained", trained, ["train"])
+        return trained
+
+    def merge(self, section: dict | None, trained: str | None) -> None:
+        """The merge step (and the merged model's evaluation); by default, the trained model with the base."""
+        from ..commands import merge as merge_cmd
+
+        if section is None:
+            return
+        self.check_keys(merge_cmd.Config, section, "merge", reserved=("output_dir",))
+        models = [self.rel(m) for m in section.get("models") or []]
+        if not models:
+            if trained is None:
+                raise EmbforgeError(f"{self.where('merge')}: the merge step has nothing to merge: add a "
+                                    "train step or give merge.models")
+            models = [trained]
+        cfg = from_dict(merge_cmd.Config, {**section, "models": models, "base": self.rel(section.get("base")),
+                                           "output_dir": str(self.out / "merged")},
+                        source=f"{self.source} [merge]")
+        if cfg.base is None and section.get("models") is None:
+            cfg.base = self.base_path
+        for i, model in enumerate(cfg.models):
+            if model != trained:
+                _must_exist(model, f"merge.models[{i}]", self.where("merge", "models"))
+        self.pipe.models["merged"] = cfg.output_dir
+        inputs = {f"model{i}": m for i, m in enumerate(cfg.all_models()) if m != trained}
+        self.pipe.steps.append(Step("merge", settings_of(cfg), inputs, [cfg.output_dir],
+                                    command_action(merge_cmd.run, cfg),
+                                    upstream=["train"] if trained in cfg.models else []))
+        self.add_eval("merged", cfg.output_dir, ["merge"])
+
+    def report(self, section: dict) -> None:
+        """The report step, after every evaluation; only when there is something evaluated to report."""
+        for key in section:
+            if key not in REPORT_KEYS:
+                raise EmbforgeError(f"{self.where('report', key)}: unknown key {key!r} in the report step"
+                                    f"{did_you_mean(key, REPORT_KEYS)}")
+        if self.eval_config is None:
+            return
+        pipe, title, base_label = self.pipe, section.get("title") or self.pipe.name, self.base_label
+        outputs = [str(self.out / "report.json"), str(self.out / "report.png")]
+        pipe.steps.append(Step("report", {"title": title, "labels": {"base": base_label}}, {},
+                               outputs, lambda: write_report(pipe, title, base_label),
+                               upstream=[s.name for s in pipe.steps if s.name.startswith("eval-")]))
+
+
+def _key_lines(path: Path) -> KeyLines:
+    """1-based line of every mapping key, by its path of keys, for error messages."""
+    import yaml
+
+    lines: dict[tuple[str, ...], int] = {}
+
+    def walk(node: Any, prefix: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                keys = (*prefix, str(key.value))
+                lines[keys] = key.start_mark.line + 1
+                walk(value, keys)
+
+    try:
+        walk(yaml.compose(path.read_text(encoding="utf-8")), ())
+    except yaml.YAMLError:
+        pass
+    return lines
+
+
+def _where(source: str, lines: KeyLines, *keys: str) -> str:
+    line = lines.get(tuple(keys))
+    return f"{source}:{line}" if line else source
+
+
+def _section(raw: Mapping[str, Any], name: str, source: str, lines: KeyLines) -> dict | None:
+    if name not in raw:
+        return None
+    value = raw[name]
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise EmbforgeError(f"{_where(source, lines, name)}: {name} must be a mapping of option: value, "
+                            f"got {type(value).__name__}")
+    return dict(value)
+
+
+def _must_exist(path: Any, what: str, where: str) -> str:
+    if path is None or str(path) == "":
+        raise EmbforgeError(f"{where}: {what} is missing")
+    if not Path(str(path)).exists():
+        raise EmbforgeError(f"{where}: {what} {path} not found")
+    return str(path)
