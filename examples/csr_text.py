@@ -52,9 +52,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     from embforge import Encoder, csr
-    from embforge.csr.evaluation import evaluate_sparse_retrieval, format_sparse_table
     from embforge.data.beir import load_beir
     from embforge.evaluation.retrieval import RetrievalTask
+    from embforge.evaluation.sparse import evaluate_sparse_retrieval, format_sparse_table
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -44,9 +44,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
 
     from embforge import Encoder, csr
-    from embforge.csr.evaluation import evaluate_sparse_retrieval, format_sparse_table, plot_sparse
     from embforge.data.beir import load_beir
     from embforge.evaluation.retrieval import RetrievalTask
+    from embforge.evaluation.sparse import evaluate_sparse_retrieval, format_sparse_table, plot_sparse
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)

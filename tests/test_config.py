@@ -34,7 +34,7 @@ def test_flags_win_over_yaml_which_wins_over_defaults(tmp_path):
 def test_unknown_and_bad_values_fail_clearly(tmp_path):
     with pytest.raises(EmbforgeError, match="unknown key 'learnig_rate' \\(did you mean 'learning_rate'\\?\\)"):
         from_dict(Demo, {"learnig_rate": 1})
-    with pytest.raises(EmbforgeError, match="dims expects int, got 'x'"):
+    with pytest.raises(EmbforgeError, match="dims expects comma-separated integers, got 'x'"):
         from_dict(Demo, {"dims": "x"})
     with pytest.raises(EmbforgeError, match="pooling must be one of cls, mean"):
         from_dict(Demo, {"pooling": "max"})

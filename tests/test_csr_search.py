@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from embforge.csr.evaluation import InvertedIndex
 from embforge.csr.sparse import SparseCodes
+from embforge.evaluation.sparse import InvertedIndex
 
 
 def random_codes(n, hidden, k, seed):

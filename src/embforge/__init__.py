@@ -40,7 +40,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "DataConfig": ("embforge.data.inspect", "DataConfig"),
     "MergeConfig": ("embforge.merging", "MergeConfig"),
     "ExportConfig": ("embforge.exporting", "ExportConfig"),
-    "RunConfig": ("embforge.api", "RunConfig"),
+    "RunConfig": ("embforge.pipeline.config", "RunConfig"),
 }
 
 # Subpackages reachable as attributes without an import of their own.

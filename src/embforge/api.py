@@ -22,7 +22,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .commands.run import Config as RunConfig  # moves to the pipeline package
 from .config import alias_map, did_you_mean
 from .data.inspect import DataConfig
 from .encoding import EncodeConfig
@@ -32,6 +31,7 @@ from .exporting import ExportConfig
 from .merging import MergeConfig
 from .mining.config import MineConfig
 from .model.encoder import Encoder as _ModelEncoder
+from .pipeline.config import RunConfig
 from .training.config import TrainConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -77,11 +77,11 @@ COMMANDS: dict[str, tuple[type[Any], str, str | None]] = {
     "encode": (EncodeConfig, "embforge.encoding:encode_file", None),
     "data": (DataConfig, "embforge.data.inspect:inspect", "source"),
     "mine": (MineConfig, "embforge.mining.run:mine", None),
-    "eval": (EvalConfig, "embforge.api:evaluate_config", None),
+    "eval": (EvalConfig, "embforge.evaluation.run:evaluate", None),
     "train": (TrainConfig, "embforge.training.run:train", None),
     "merge": (MergeConfig, "embforge.merging:merge", None),
     "export": (ExportConfig, "embforge.exporting:export", None),
-    "run": (RunConfig, "embforge.api:run_config", "pipeline"),
+    "run": (RunConfig, "embforge.pipeline:run", "pipeline"),
 }
 CSR_COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("EmbedConfig", "embed"), "train": ("TrainConfig", "train"), "encode": ("EncodeConfig", "encode"),
@@ -133,18 +133,6 @@ def train(config: TrainConfig | ConfigLike = None, /, **fields: Any) -> Path:
     return Path(run_training(build_config(TrainConfig, config, fields, objects=("train_data",))))
 
 
-def evaluate_config(cfg: EvalConfig, encoder: _ModelEncoder | None = None,
-                     records: list[RetrievalRecord] | list[ScoredPair] | None = None) -> dict[str, Any]:
-    """Dense evaluation by the evaluation engine; ``--sparse`` CSR codes by the CSR engine."""
-    if cfg.sparse:
-        from .csr.evaluation import evaluate_sparse
-
-        return evaluate_sparse(cfg, encoder=encoder, records=records)
-    from .evaluation.run import evaluate as run_evaluation
-
-    return run_evaluation(cfg, encoder=encoder, records=records)
-
-
 def evaluate(config: EvalConfig | ConfigLike = None, /, *, encoder: _ModelEncoder | None = None,
              **fields: Any) -> dict[str, Any]:
     """Evaluate (``embforge eval``); returns the report, with ``report["metrics"]`` the full-dim metrics.
@@ -157,6 +145,7 @@ def evaluate(config: EvalConfig | ConfigLike = None, /, *, encoder: _ModelEncode
     >>> embforge.evaluate(model="out", data="scifact", split="test")["metrics"]["nDCG@10"]
     """
     from .data import load_records
+    from .evaluation.run import evaluate as run_evaluation
 
     cfg = build_config(EvalConfig, config, fields, objects=("data",))
     records = None
@@ -164,14 +153,14 @@ def evaluate(config: EvalConfig | ConfigLike = None, /, *, encoder: _ModelEncode
         records = load_records(cfg.data)
         cfg = dataclasses.replace(cfg, data=None)
     if encoder is None:
-        return evaluate_config(cfg, records=records)
+        return run_evaluation(cfg, records=records)
     if cfg.model is not None:
         raise EmbforgeError("evaluate: give either encoder= or model=, not both")
     settings: dict[str, Any] = {"query_instruction": cfg.query_instruction_for_retrieval}
     if cfg.max_length:
         settings.update(query_max_len=cfg.max_length, passage_max_len=cfg.max_length)
     with _encoder_settings(encoder, settings):
-        return evaluate_config(cfg, encoder=encoder, records=records)
+        return run_evaluation(cfg, encoder=encoder, records=records)
 
 
 def mine(config: MineConfig | ConfigLike = None, /, **fields: Any) -> dict[str, Any]:
@@ -238,16 +227,6 @@ def export(config: ExportConfig | ConfigLike = None, /, **fields: Any) -> dict[s
     return dict(command("export", config, **fields))
 
 
-def run_config(cfg: RunConfig, pipeline: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    from .errors import EmbforgeError
-    from .pipeline import run_pipeline
-
-    source = pipeline if pipeline is not None else cfg.pipeline
-    if not source:
-        raise EmbforgeError("run needs a PIPELINE.yaml")
-    return run_pipeline(source, sanity_test=cfg.sanity_test, output_dir=cfg.output_dir, force=cfg.force)
-
-
 def run(pipeline: RunConfig | str | os.PathLike[str] | Mapping[str, Any] | None = None, /,
         **fields: Any) -> dict[str, Any]:
     """Run (or resume) a pipeline YAML (``embforge run PIPELINE``): mine, train, evaluate, merge, report.
@@ -258,7 +237,9 @@ def run(pipeline: RunConfig | str | os.PathLike[str] | Mapping[str, Any] | None 
     >>> embforge.run("examples/scifact.yaml", sanity_test=True)["steps"]
     """
     if isinstance(pipeline, Mapping):
-        return run_config(build_config(RunConfig, None, fields), pipeline=pipeline)
+        from .pipeline import run as run_pipeline
+
+        return run_pipeline(build_config(RunConfig, None, fields), pipeline=pipeline)
     return dict(command("run", pipeline, **fields))
 
 

@@ -72,11 +72,16 @@ def _convert(value: Any, tp: Any, name: str, source: str) -> Any:
     inner, is_list = _base_type(tp)
     try:
         if is_list:
+            given = value
             if not isinstance(value, (list, tuple)):
                 value = [value]
             # "--dims 32,64 128" and YAML "32,64" both mean [32, 64, 128].
             items = [p for v in value for p in (str(v).replace(",", " ").split() if isinstance(v, str) else [v])]
-            return [_convert(v, inner, name, source) for v in items]
+            try:
+                return [_convert(v, inner, name, source) for v in items]
+            except EmbforgeError as exc:
+                want = "integers" if inner is int else f"{getattr(inner, '__name__', inner)} values"
+                raise EmbforgeError(f"{source}: {name} expects comma-separated {want}, got {given!r}") from exc
         if inner is bool:
             return parse_bool(value)
         if inner in (int, float):

@@ -128,13 +128,14 @@ def evaluate(cfg: EvalConfig, encoder: Encoder | None = None,
     The Python API may pass an already loaded ``encoder`` (then ``cfg.model``, ``cfg.max_length`` and the
     instruction are the caller's to apply) and in-memory ``records`` instead of ``cfg.data``.
     """
-    from ..errors import EmbforgeError
     from .report import format_table, plot_dims, write_json
     from .retrieval import evaluate_retrieval
     from .sts import evaluate_sts
 
-    if cfg.sparse:  # CSR codes vs dense search at equal active dims: a CSR engine job
-        raise EmbforgeError("--sparse is evaluated by embforge.csr.evaluation.evaluate_sparse")
+    if cfg.sparse:  # CSR codes against dense search at equal active dims
+        from .sparse import evaluate_sparse
+
+        return evaluate_sparse(cfg, encoder=encoder, records=records)
     ks = check(cfg, has_records=records is not None)
     dims = cfg.dims
     t_start = time.perf_counter()

@@ -16,14 +16,16 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from ..errors import EmbforgeError
+from .config import RunConfig
 from .execute import MARKERS, execute, path_digest, step_hash
 from .plan import load_pipeline
 from .report import plot_report, write_report
 from .slicing import SANITY_DOCS, SANITY_QUERIES, slice_beir
 from .steps import Pipeline, Step
 
-__all__ = ["MARKERS", "SANITY_DOCS", "SANITY_QUERIES", "Pipeline", "Step", "execute", "load_pipeline", "path_digest",
-           "plot_report", "run_pipeline", "slice_beir", "step_hash", "write_report"]
+__all__ = ["MARKERS", "SANITY_DOCS", "SANITY_QUERIES", "Pipeline", "RunConfig", "Step", "execute", "load_pipeline", "path_digest",
+           "plot_report", "run", "run_pipeline", "slice_beir", "step_hash", "write_report"]
 
 
 def run_pipeline(config_or_path: str | os.PathLike | Mapping[str, Any], sanity_test: bool = False,
@@ -33,3 +35,11 @@ def run_pipeline(config_or_path: str | os.PathLike | Mapping[str, Any], sanity_t
     ``force`` reruns every step even when its marker says it is done.
     """
     return execute(load_pipeline(config_or_path, sanity_test=sanity_test, output_dir=output_dir), force=force)
+
+
+def run(cfg: RunConfig, pipeline: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``embforge run``: the pipeline of ``cfg.pipeline`` (or the mapping ``pipeline``, from Python)."""
+    source = pipeline if pipeline is not None else cfg.pipeline
+    if not source:
+        raise EmbforgeError("run needs a PIPELINE.yaml")
+    return run_pipeline(source, sanity_test=cfg.sanity_test, output_dir=cfg.output_dir, force=cfg.force)

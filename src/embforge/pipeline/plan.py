@@ -116,44 +116,46 @@ class _Planner:
 
     def mine(self, section: dict | None) -> str | None:
         """The mine step; returns the mined file, or None without a mine section."""
-        from ..commands import mine as mine_cmd
-        from ..mining import parse_range
+        from ..mining import MineConfig, mine, parse_range
 
         if section is None:
             return None
-        self.check_keys(mine_cmd.Config, section, "mine", reserved=("model_name_or_path", "model", "encoder"))
+        self.check_keys(MineConfig, section, "mine", reserved=("model_name_or_path", "model", "encoder"))
         wired = {"model_name_or_path": self.base_path,
                  "output_file": section.get("output_file") or str(self.out / "mine" / "train.jsonl")}
-        cfg = from_dict(mine_cmd.Config, {**section, **wired}, source=f"{self.source} [mine]")
+        cfg = from_dict(MineConfig, {**section, **wired}, source=f"{self.source} [mine]")
         try:
             parse_range(cfg.range_for_sampling)
         except EmbforgeError as exc:
             raise EmbforgeError(f"{self.where('mine', 'range_for_sampling')}: {exc}") from exc
         cfg.input_file = self.data_input(cfg.input_file, "mine.input_file", self.where("mine", "input_file"))
         self.pipe.steps.append(Step("mine", settings_of(cfg), {"data": cfg.input_file, "model": self.base_path},
-                                    [cfg.output_file], command_action(mine_cmd.run, cfg)))
+                                    [cfg.output_file], command_action(mine, cfg)))
         return cfg.output_file
 
     def eval(self, section: dict | None) -> None:
         """Checks the eval config (shared by every evaluation) and plans the base model's evaluation."""
-        from ..commands import eval as eval_cmd
+        from ..evaluation.config import EvalConfig
 
         if section is None:
             return
-        self.check_keys(eval_cmd.Config, section, "eval", reserved=("model", "model_name_or_path", "encoder", "report"))
-        cfg = from_dict(eval_cmd.Config, section, source=f"{self.source} [eval]")
-        for key in ("k", "dims"):  # parsed when the step runs; checked now
-            try:
-                eval_cmd.parse_ints(getattr(cfg, key), key)
-            except EmbforgeError as exc:
-                raise EmbforgeError(f"{self.where('eval', key)}: eval.{exc}") from exc
+        self.check_keys(EvalConfig, section, "eval", reserved=("model", "model_name_or_path", "encoder", "report"))
+        names = alias_map(EvalConfig)
+        for key, value in section.items():  # the lists of integers, with the YAML line of a bad one
+            if names[key] in ("k", "dims"):
+                try:
+                    from_dict(EvalConfig, {key: value}, source="eval")
+                except EmbforgeError as exc:
+                    raise EmbforgeError(f"{self.where('eval', key)}: eval.{key}: expected comma-separated integers, "
+                                        f"got {value!r}") from exc
+        cfg = from_dict(EvalConfig, section, source=f"{self.source} [eval]")
         cfg.data = self.data_input(cfg.data, "eval.data", self.where("eval", "data"))
         self.eval_config = cfg
         self.add_eval("base", self.base_path, [])
 
     def add_eval(self, label: str, model: str, after: list[str]) -> None:
         """An eval-LABEL step, when there is an eval section; ``after`` are the steps producing ``model``."""
-        from ..commands import eval as eval_cmd
+        from ..evaluation.run import evaluate
 
         if self.eval_config is None:
             return
@@ -163,15 +165,15 @@ class _Planner:
         card_model = None if label == "base" else model
         inputs = {"data": cfg.data} | ({"model": model} if not after else {})
         self.pipe.steps.append(Step(f"eval-{label}", settings_of(cfg), inputs, [report],
-                                    eval_action(eval_cmd.run, cfg, card_model, self.pipe.reports), upstream=after))
+                                    eval_action(evaluate, cfg, card_model, self.pipe.reports), upstream=after))
 
     def train(self, section: dict | None, mined: str | None) -> str | None:
         """The train step (and the trained model's evaluation); returns the model folder, or None."""
-        from ..commands import train as train_cmd
+        from ..training.config import TrainConfig
 
         if section is None:
             return None
-        self.check_keys(train_cmd.Config, section, "train",
+        self.check_keys(TrainConfig, section, "train",
                         reserved=("model_name_or_path", "model", "model_name", "output_dir"))
         trained = str(self.out / "train")
         # The pipeline owns its train folder: a rerun with changed settings replaces the earlier run there.
@@ -186,7 +188,7 @@ class _Planner:
         else:
             section["train_data"] = self.data_input(section["train_data"], "train.train_data",
                                                     self.where("train", "train_data"))
-        cfg = from_dict(train_cmd.Config, {**section, **wired}, source=f"{self.source} [train]")
+        cfg = from_dict(TrainConfig, {**section, **wired}, source=f"{self.source} [train]")
         self.pipe.models["trained"] = trained
         settings = {k: v for k, v in {**section, **wired}.items() if k not in ("output_dir", "overwrite_output_dir")}
         inputs = {"model": self.base_path} | ({} if mined else {"data": str(cfg.train_data)})
@@ -197,18 +199,18 @@ class _Planner:
 
     def merge(self, section: dict | None, trained: str | None) -> None:
         """The merge step (and the merged model's evaluation); by default, the trained model with the base."""
-        from ..commands import merge as merge_cmd
+        from ..merging import MergeConfig, merge
 
         if section is None:
             return
-        self.check_keys(merge_cmd.Config, section, "merge", reserved=("output_dir",))
+        self.check_keys(MergeConfig, section, "merge", reserved=("output_dir",))
         models = [self.rel(m) for m in section.get("models") or []]
         if not models:
             if trained is None:
                 raise EmbforgeError(f"{self.where('merge')}: the merge step has nothing to merge: add a "
                                     "train step or give merge.models")
             models = [trained]
-        cfg = from_dict(merge_cmd.Config, {**section, "models": models, "base": self.rel(section.get("base")),
+        cfg = from_dict(MergeConfig, {**section, "models": models, "base": self.rel(section.get("base")),
                                            "output_dir": str(self.out / "merged")},
                         source=f"{self.source} [merge]")
         if cfg.base is None and section.get("models") is None:
@@ -219,7 +221,7 @@ class _Planner:
         self.pipe.models["merged"] = cfg.output_dir
         inputs = {f"model{i}": m for i, m in enumerate(cfg.all_models()) if m != trained}
         self.pipe.steps.append(Step("merge", settings_of(cfg), inputs, [cfg.output_dir],
-                                    command_action(merge_cmd.run, cfg),
+                                    command_action(merge, cfg),
                                     upstream=["train"] if trained in cfg.models else []))
         self.add_eval("merged", cfg.output_dir, ["merge"])
 

@@ -17,13 +17,13 @@ import numpy as np
 import torch
 
 from ..cache import encode_cached, model_fingerprint, truncate
+from ..csr.model import CSRModel
+from ..csr.sparse import SparseCodes, encode_dense
 from ..errors import EmbforgeError
-from ..evaluation.config import EvalConfig
-from ..evaluation.metrics import check_ks, retrieval_metrics
-from ..evaluation.retrieval import RetrievalTask, check_qrels
-from ..evaluation.search import exact_search, top_k_with_ties
-from .model import CSRModel
-from .sparse import SparseCodes, encode_dense
+from .config import EvalConfig
+from .metrics import check_ks, retrieval_metrics
+from .retrieval import RetrievalTask, check_qrels
+from .search import exact_search, top_k_with_ties
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..data.records import RetrievalRecord, ScoredPair
@@ -182,7 +182,7 @@ def format_sparse_table(result: dict[str, Any], metric_keys: Sequence[str] = ("n
 
 def plot_sparse(path: Any, result: dict[str, Any], metric: str = "nDCG@10", title: str = "") -> Any:
     """Quality and latency side by side for each method."""
-    from .plots import pyplot, save_png
+    from ..csr.plots import pyplot, save_png
 
     plt = pyplot()
     names = list(result["methods"])
@@ -204,10 +204,10 @@ def evaluate_sparse(cfg: EvalConfig, encoder: Encoder | None = None,
     given) and the CSR head, evaluate, print a table, write the JSON report and a PNG."""
     from pathlib import Path
 
-    from ..evaluation.report import write_json
-    from ..evaluation.run import check, encoder_overrides, load_data
+    from ..csr.head import CSR_SUBFOLDER, is_stacked
     from ..model import Encoder
-    from .head import CSR_SUBFOLDER, is_stacked
+    from .report import write_json
+    from .run import check, encoder_overrides, load_data
 
     ks = check(cfg, has_records=records is not None)
     loaded = load_data(cfg, records)
