@@ -9,8 +9,9 @@ In-memory data from Python (lists of dicts, ``datasets.Dataset``, pandas DataFra
 """
 
 from .beir import BeirSplit, load_beir
-from .formats import FORMATS, count_records, detect_format, iter_records, load_records
+from .formats import FORMATS, count_records, detect_format, iter_records
 from .instructions import passage_text, query_text
+from .loading import load_records
 from .memory import InMemoryData
 from .problems import BadRecord, BadRecords
 from .records import RetrievalRecord, ScoredPair
