@@ -66,7 +66,7 @@ def main() -> None:
         settings.update(teacher_name_or_path=str(resolve_model_path(None)), distill_w=args.self_distill)
     if args.sanity_test:
         settings.update(max_examples=64, max_steps=4, per_device_train_batch_size=16, logging_steps=1)
-    final = train(from_dict(Config, settings, source="angle_stsb.py"))
+    final = train(from_dict(Config, settings, source="angle_stsb.py")).output_dir
 
     before = spearman(None, test, out / "eval_base.json")
     after = spearman(final, test, out / "eval_finetuned.json")

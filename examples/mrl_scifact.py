@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.sanity_test:
         settings.update(max_examples=32, max_steps=4, per_device_train_batch_size=8, logging_steps=1)
         eval_data = small_beir(out)
-    final = train(from_dict(Config, settings, source="mrl_scifact.py"))
+    final = train(from_dict(Config, settings, source="mrl_scifact.py")).output_dir
     before = ndcg10_per_dim(None, eval_data, out / "eval_base.json", 256)
     after = ndcg10_per_dim(final, eval_data, out / "eval_mrl.json", 256)
     result = write_table(out, before, after, {k: v for k, v in settings.items() if k != "output_dir"})

@@ -58,7 +58,7 @@ def test_model_label_names_the_embedded_model():
 
 def test_training_writes_a_card_from_its_report(tiny_bert, tmp_path):
     cfg = config(tiny_bert, tmp_path, learning_rate=3e-4, train_group_size=3)
-    final = train_run.train(cfg)
+    final = train_run.train(cfg).output_dir
     card = (final / "README.md").read_text()
     report = json.loads((tmp_path / "out" / "train_report.json").read_text())
     assert f"| base model | {tiny_bert} |" in card

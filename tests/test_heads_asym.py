@@ -141,7 +141,7 @@ def test_asym_towers_save_and_load_on_both_sides(tiny_bert, tmp_path):
 
 
 def test_freeze_with_addxlinear_trains_only_the_head(tiny_bert, tmp_path):
-    final = train_run.train(train_config(tiny_bert, tmp_path, freeze=True, addxlinear=2, useact=True))
+    final = train_run.train(train_config(tiny_bert, tmp_path, freeze=True, addxlinear=2, useact=True)).output_dir
     trained, base = load_file(str(final / "model.safetensors")), load_file(str(tiny_bert / "model.safetensors"))
     for key in base:
         assert torch.equal(trained[key], base[key]), key
@@ -153,7 +153,7 @@ def test_freeze_with_addxlinear_trains_only_the_head(tiny_bert, tmp_path):
 
 
 def test_asym_training_makes_query_and_passage_vectors_differ(tiny_bert_nodrop, tmp_path):
-    final = train_run.train(train_config(tiny_bert_nodrop, tmp_path, asym=True, max_steps=3))
+    final = train_run.train(train_config(tiny_bert_nodrop, tmp_path, asym=True, max_steps=3)).output_dir
     enc = Encoder.from_pretrained(final, device="cpu")
     q, p = enc.encode(SENTENCES, is_query=True), enc.encode(SENTENCES)
     assert np.abs(q - p).max() > 1e-3
@@ -165,7 +165,7 @@ def test_asym_training_makes_query_and_passage_vectors_differ(tiny_bert_nodrop, 
 def test_resume_restores_head_and_query_tower_exactly(tiny_bert_nodrop, tmp_path, monkeypatch):
     common = {"max_steps": 4, "save_strategy": "steps", "save_steps": 2, "asym": True, "addxlinear": 2,
               "useact": True, "learning_rate": 1e-3}
-    straight = train_run.train(train_config(tiny_bert_nodrop, tmp_path / "a", **common))
+    straight = train_run.train(train_config(tiny_bert_nodrop, tmp_path / "a", **common)).output_dir
 
     original = EmbeddingTrainer.training_step
 
@@ -182,7 +182,7 @@ def test_resume_restores_head_and_query_tower_exactly(tiny_bert_nodrop, tmp_path
     assert (checkpoint / "3_Dense" / "model.safetensors").exists()
     monkeypatch.setattr(EmbeddingTrainer, "training_step", original)
     steps = steps_trained(monkeypatch)
-    resumed = train_run.train(train_config(tiny_bert_nodrop, tmp_path / "b", resume_from_checkpoint="last", **common))
+    resumed = train_run.train(train_config(tiny_bert_nodrop, tmp_path / "b", resume_from_checkpoint="last", **common)).output_dir
     assert steps == [2, 3]  # resumed at checkpoint-2, not retrained from step 0
 
     for part in ("model.safetensors", "query_encoder/model.safetensors", "2_Dense/model.safetensors",

@@ -89,7 +89,7 @@ def test_the_current_directory_is_never_an_output_folder(tiny_bert, tmp_path, mo
 # ------------------------------------------------------------------ 2. resume only this run
 def test_resume_last_never_takes_another_runs_checkpoint(tiny_bert_nodrop, tmp_path, monkeypatch):
     common = {"max_steps": 4, "save_strategy": "steps", "save_steps": 2, "per_device_train_batch_size": 4}
-    old = train_run.train(config(tiny_bert_nodrop, tmp_path, **common))
+    old = train_run.train(config(tiny_bert_nodrop, tmp_path, **common)).output_dir
     old_final = weights(old)
     # Another run (other lr and seed) into the same folder is refused, and the old run is untouched.
     other = {**common, "learning_rate": 5e-3, "seed": 7}
@@ -115,8 +115,8 @@ def test_resume_last_never_takes_another_runs_checkpoint(tiny_bert_nodrop, tmp_p
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
     assert not (out / "model.safetensors").exists()
     monkeypatch.setattr(EmbeddingTrainer, "training_step", original)
-    resumed = train_run.train(config(tiny_bert_nodrop, tmp_path, resume_from_checkpoint="last", **other))
-    straight = train_run.train(config(tiny_bert_nodrop, tmp_path / "straight", **other))
+    resumed = train_run.train(config(tiny_bert_nodrop, tmp_path, resume_from_checkpoint="last", **other)).output_dir
+    straight = train_run.train(config(tiny_bert_nodrop, tmp_path / "straight", **other)).output_dir
     got, want = weights(resumed), weights(straight)
     assert any(not torch.equal(got[k], old_final[k]) for k in got)
     for key in want:
@@ -140,7 +140,7 @@ def test_a_failed_run_leaves_no_empty_output_folder(tiny_bert, tmp_path):
 
 # ------------------------------------------------------------------ 8. the model is at --output_dir
 def test_the_trained_model_loads_from_output_dir_with_every_loader(tiny_bert, tmp_path):
-    out = train_run.train(config(tiny_bert, tmp_path, max_steps=2))
+    out = train_run.train(config(tiny_bert, tmp_path, max_steps=2)).output_dir
     assert out == tmp_path / "out"
     ours = Encoder.from_pretrained(out).encode(SENTENCES)
     assert np.abs(ours - SentenceTransformer(str(out), device="cpu").encode(SENTENCES)).max() <= 1e-5
@@ -157,7 +157,7 @@ def test_an_older_final_folder_still_loads_and_an_interrupted_save_is_refused(ti
     Encoder.from_pretrained(tiny_bert).save(old / "final")
     np.testing.assert_allclose(Encoder.from_pretrained(old).encode(SENTENCES),
                                Encoder.from_pretrained(tiny_bert).encode(SENTENCES), atol=1e-6)
-    out = train_run.train(config(tiny_bert, tmp_path, max_steps=1))
+    out = train_run.train(config(tiny_bert, tmp_path, max_steps=1)).output_dir
     (out / ".embforge-incomplete").write_text("")
     with pytest.raises(EmbforgeError, match="save into this folder was interrupted"):
         Encoder.from_pretrained(out)
@@ -166,7 +166,7 @@ def test_an_older_final_folder_still_loads_and_an_interrupted_save_is_refused(ti
 def test_a_crash_while_publishing_leaves_a_folder_that_embforge_refuses(tiny_bert, tmp_path, monkeypatch):
     from embforge.training import output
 
-    out = train_run.train(config(tiny_bert, tmp_path, max_steps=1))
+    out = train_run.train(config(tiny_bert, tmp_path, max_steps=1)).output_dir
     real_replace = os.replace
 
     def crash_on_weights(src, dst):

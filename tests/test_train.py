@@ -83,7 +83,7 @@ def test_cli_train_writes_a_model_that_loads_everywhere(tiny_bert, tmp_path, cap
 def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tiny_bert_nodrop, tmp_path, monkeypatch):
     common = {"max_steps": 6, "save_strategy": "steps", "save_steps": 3, "per_device_train_batch_size": 4,
               "train_group_size": 2}
-    straight = train_run.train(config(tiny_bert_nodrop, tmp_path / "a", **common))
+    straight = train_run.train(config(tiny_bert_nodrop, tmp_path / "a", **common)).output_dir
 
     original = EmbeddingTrainer.training_step
 
@@ -99,7 +99,7 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tiny_bert_nodro
     assert (out_b / "checkpoint-3").is_dir() and not (out_b / "model.safetensors").exists()
     monkeypatch.setattr(EmbeddingTrainer, "training_step", original)
     steps = steps_trained(monkeypatch)
-    resumed = train_run.train(config(tiny_bert_nodrop, tmp_path / "b", resume_from_checkpoint="last", **common))
+    resumed = train_run.train(config(tiny_bert_nodrop, tmp_path / "b", resume_from_checkpoint="last", **common)).output_dir
     # Retraining from step 0 ends at the same weights too (same seed, same batches): only the steps tell.
     assert steps == [3, 4, 5]
 
@@ -112,7 +112,7 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tiny_bert_nodro
 
 def test_lora_is_merged_at_save_unless_adapter_only(tiny_bert, tmp_path):
     merged = train_run.train(config(tiny_bert, tmp_path / "m", apply_lora=True, lora_r=4,
-                                    lora_target_modules=["query", "value"]))
+                                    lora_target_modules=["query", "value"])).output_dir
     assert not (merged / "adapter_model.safetensors").exists()
     w, base = weights(merged), weights(tiny_bert)
     changed = {k for k in w if not torch.equal(w[k], base[k])}
@@ -120,21 +120,21 @@ def test_lora_is_merged_at_save_unless_adapter_only(tiny_bert, tmp_path):
     ours = Encoder.from_pretrained(merged).encode(SENTENCES)
     assert np.abs(ours - SentenceTransformer(str(merged), device="cpu").encode(SENTENCES)).max() <= 1e-5
 
-    adapter = train_run.train(config(tiny_bert, tmp_path / "a", apply_lora=True, save_adapter_only=True))
+    adapter = train_run.train(config(tiny_bert, tmp_path / "a", apply_lora=True, save_adapter_only=True)).output_dir
     assert (adapter / "adapter_model.safetensors").exists()
 
 
 def test_bitfit_changes_only_bias_terms(tiny_bert, tmp_path):
-    out = train_run.train(config(tiny_bert, tmp_path, freezenonbias=True))
+    out = train_run.train(config(tiny_bert, tmp_path, freezenonbias=True)).output_dir
     w, base = weights(out), weights(tiny_bert)
     changed = {k for k in w if not torch.equal(w[k], base[k])}
     assert changed and all(k.endswith("bias") for k in changed)
 
 
 def test_gradcache_training_matches_plain_training(tiny_bert_nodrop, tmp_path):
-    plain = train_run.train(config(tiny_bert_nodrop, tmp_path / "p", max_steps=2, optim="sgd", learning_rate=1e-2))
+    plain = train_run.train(config(tiny_bert_nodrop, tmp_path / "p", max_steps=2, optim="sgd", learning_rate=1e-2)).output_dir
     cached = train_run.train(config(tiny_bert_nodrop, tmp_path / "g", max_steps=2, optim="sgd", learning_rate=1e-2,
-                                    gradcache=True, chunk_size=3))
+                                    gradcache=True, chunk_size=3)).output_dir
     a, b, base = weights(plain), weights(cached), weights(tiny_bert_nodrop)
     assert max((a[k] - base[k]).abs().max().item() for k in a) > 1e-3  # both trained, not both stood still
     for key in a:
@@ -150,10 +150,10 @@ def test_gradient_accumulation_equals_one_large_batch(tiny_bert_nodrop, tmp_path
     # SGD and no clipping: a gradient twice too large moves the weights twice as far instead of being clipped.
     common = {"train_data": str(data), "max_steps": 3, "optim": "sgd", "learning_rate": 0.05, "max_grad_norm": 0,
               "use_inbatch_neg": False, "train_group_size": 3, **cached}
-    large = train_run.train(config(tiny_bert_nodrop, tmp_path / "l", per_device_train_batch_size=8, **common))
+    large = train_run.train(config(tiny_bert_nodrop, tmp_path / "l", per_device_train_batch_size=8, **common)).output_dir
     steps = steps_trained(monkeypatch)
     accumulated = train_run.train(config(tiny_bert_nodrop, tmp_path / "a", per_device_train_batch_size=4,
-                                         gradient_accumulation_steps=2, **common))
+                                         gradient_accumulation_steps=2, **common)).output_dir
     assert steps == [0, 0, 1, 1, 2, 2]  # two micro-batches per optimizer step
 
     a, b, base = weights(large), weights(accumulated), weights(tiny_bert_nodrop)
@@ -221,6 +221,6 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tiny_bert, t
 @pytest.mark.e2e
 def test_sanity_test_with_the_default_model(tmp_path):
     out = train_run.train(from_dict(Config, {"sanity_test": True, "output_dir": str(tmp_path / "s"),
-                                             "report_to": "none", "use_cpu": True, "disable_tqdm": True}))
+                                             "report_to": "none", "use_cpu": True, "disable_tqdm": True})).output_dir
     assert (out / "model.safetensors").exists()
     assert len(list((tmp_path / "s").glob("checkpoint-*"))) == 1

@@ -86,8 +86,8 @@ def test_self_distillation_starts_at_zero_and_keeps_the_model_near_its_teacher(t
                          ids=["cosent", "angle+ese"])
 def test_gradcache_matches_plain_training_for_pair_losses(tiny_bert_nodrop, tmp_path, extra):
     common = {"max_steps": 2, "optim": "sgd", "per_device_train_batch_size": 8, **extra}
-    plain = train_run.train(pair_config(tiny_bert_nodrop, tmp_path / "p", **common))
-    cached = train_run.train(pair_config(tiny_bert_nodrop, tmp_path / "g", gradcache=True, chunk_size=3, **common))
+    plain = train_run.train(pair_config(tiny_bert_nodrop, tmp_path / "p", **common)).output_dir
+    cached = train_run.train(pair_config(tiny_bert_nodrop, tmp_path / "g", gradcache=True, chunk_size=3, **common)).output_dir
     a, b = load_file(str(plain / "model.safetensors")), load_file(str(cached / "model.safetensors"))
     base = load_file(str(tiny_bert_nodrop / "model.safetensors"))
     assert any(not torch.equal(a[k], base[k]) for k in a)

@@ -78,7 +78,7 @@ COMMANDS: dict[str, tuple[type[Any], str, str | None]] = {
     "data": (DataConfig, "embforge.data.inspect:inspect", "source"),
     "mine": (MineConfig, "embforge.mining.run:mine", None),
     "eval": (EvalConfig, "embforge.evaluation.run:evaluate", None),
-    "train": (TrainConfig, "embforge.training.run:train", None),
+    "train": (TrainConfig, "embforge.api:train", None),
     "merge": (MergeConfig, "embforge.merging:merge", None),
     "export": (ExportConfig, "embforge.exporting:export", None),
     "run": (RunConfig, "embforge.pipeline:run", "pipeline"),
@@ -130,7 +130,7 @@ def train(config: TrainConfig | ConfigLike = None, /, **fields: Any) -> Path:
     """
     from .training.run import train as run_training
 
-    return Path(run_training(build_config(TrainConfig, config, fields, objects=("train_data",))))
+    return run_training(build_config(TrainConfig, config, fields, objects=("train_data",))).output_dir
 
 
 def evaluate(config: EvalConfig | ConfigLike = None, /, *, encoder: _ModelEncoder | None = None,
@@ -289,7 +289,8 @@ def fit(encoder: _ModelEncoder, train_data: Any, *, loss: str | list[str] | None
         fields.setdefault(key, value)
     fields["train_data"] = train_data
     fields["model_name_or_path"] = encoder.name_or_path  # for the record (card, run fingerprint); not loaded
-    return Path(run_training(build_config(TrainConfig, None, fields, objects=("train_data",)), encoder=encoder))
+    cfg = build_config(TrainConfig, None, fields, objects=("train_data",))
+    return run_training(cfg, encoder=encoder).output_dir
 
 
 def evaluate_encoder(encoder: _ModelEncoder, data: Any, **fields: Any) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .paths import atomic_write_bytes
+from .protocols import EncoderLike
 
 MAGIC = b"EMBFORGE-CACHE-1\n"  # then the xxh3-128 digest of the rest (16 bytes), then an .npy file
 logger = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def parameters_digest(module: Any) -> str:
     return h.hexdigest()
 
 
-def model_fingerprint(encoder: Any) -> str:
+def model_fingerprint(encoder: EncoderLike) -> str:
     """Identity of what produces the vectors: the weights in memory and the encoder config."""
     weights = {"parameters": parameters_digest(encoder)}
     config = _changed_fields(encoder.config) if dataclasses.is_dataclass(encoder.config) else repr(encoder.config)
@@ -128,7 +129,7 @@ def save(key: str, matrix: np.ndarray) -> None:
         pass
 
 
-def encode_cached(encoder: Any, texts: Sequence[str], *, is_query: bool = False, batch_size: int = 64,
+def encode_cached(encoder: EncoderLike, texts: Sequence[str], *, is_query: bool = False, batch_size: int = 64,
                   use_cache: bool = True, show_progress: bool | None = None,
                   fingerprint: str | None = None) -> tuple[np.ndarray, bool]:
     """Full-dimension embeddings of ``texts`` and whether they came from the cache.

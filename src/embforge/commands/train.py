@@ -1,4 +1,4 @@
-"""``embforge train``: binds the command line to the training engine's config.
+"""``embforge train``: binds the command line to the training engine.
 
 The config is :class:`embforge.training.config.TrainConfig` (``transformers.TrainingArguments`` plus
 the reference systems' fields); the engine is :func:`embforge.training.run.train`.
@@ -6,18 +6,10 @@ the reference systems' fields); the engine is :func:`embforge.training.run.train
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..training.config import TrainConfig as Config
+from ..training.run import train as run
 
 HELP = ("Fine-tune an embedding model: InfoNCE, CoSENT, cosine, AnglE, Matryoshka, ESE, multi-TopK, distillation; "
         "--recipe flag|angle|sgpt|mrl|topk-lora.")
-
-
-def run(cfg: Config) -> Path:
-    from ..training.run import train
-
-    return train(cfg)
-
 
 __all__ = ["HELP", "Config", "run"]

@@ -32,6 +32,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..protocols import EncoderLike
     from .data import load_train_data
     from .head import SparseTextEncoder, load_stacked, save_stacked, to_sparse_encoder
     from .model import CSRModel, CSRSettings
@@ -48,7 +49,7 @@ def _config(cls: type, config: Any, kwargs: dict[str, Any]) -> Any:
     return build_config(cls, config, kwargs)
 
 
-def embed(config: EmbedConfig | str | dict[str, Any] | None = None, encoder: Any = None, **kwargs: Any):
+def embed(config: EmbedConfig | str | dict[str, Any] | None = None, encoder: EncoderLike | None = None, **kwargs: Any):
     """Precompute embeddings into an npz; returns its path. ``encoder``: an already loaded Encoder
     to use instead of loading ``model``."""
     from .embedding import embed as _embed

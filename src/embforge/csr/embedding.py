@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ..errors import EmbforgeError
+from ..protocols import EncoderLike
 from .config import EmbedConfig
 
 
@@ -30,7 +30,7 @@ def _labels(path: Path, field: str, n: int) -> np.ndarray | None:
     return np.asarray([str(v) for v in values])
 
 
-def embed(cfg: EmbedConfig, encoder: Any = None) -> Path:
+def embed(cfg: EmbedConfig, encoder: EncoderLike | None = None) -> Path:
     """Encode ``cfg.data`` with ``cfg.model`` (or the given encoder) and write ``cfg.output``."""
     from ..cache import encode_cached, model_fingerprint
     from ..data.beir import is_beir_folder, load_beir

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..cache import encode_cached, model_fingerprint, truncate
 from ..errors import EmbforgeError
+from ..protocols import EncoderLike
 from .metrics import check_ks, msmarco_metrics, retrieval_metrics
 from .search import exact_search
 
@@ -77,7 +78,7 @@ def check_dims(dims: Sequence[int] | None, full: int) -> list[int | None]:
     return out
 
 
-def evaluate_retrieval(encoder: Any, task: RetrievalTask, ks: Iterable[int] = (1, 10, 100),
+def evaluate_retrieval(encoder: EncoderLike, task: RetrievalTask, ks: Iterable[int] = (1, 10, 100),
                        dims: Sequence[int] | None = None, batch_size: int = 64, use_cache: bool = True,
                        strict: bool = False) -> dict[str, Any]:
     """Metrics per dim: ``{"dims": {"384": {...}, "64": {...}}, "timings": {...}, ...}``."""

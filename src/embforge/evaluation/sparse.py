@@ -20,6 +20,7 @@ from ..cache import encode_cached, model_fingerprint, truncate
 from ..csr.model import CSRModel
 from ..csr.sparse import SparseCodes, encode_dense
 from ..errors import EmbforgeError
+from ..protocols import EncoderLike
 from .config import EvalConfig
 from .metrics import check_ks, retrieval_metrics
 from .retrieval import RetrievalTask, check_qrels
@@ -111,7 +112,7 @@ def latency_ms(fn: Callable[[int], Any], n_queries: int, limit: int = 200, repea
     return {"median_ms": float(np.median(arr)), "p95_ms": float(np.percentile(arr, 95)), "queries": len(times)}
 
 
-def evaluate_sparse_retrieval(encoder: Any, csr: CSRModel, task: RetrievalTask, ks: Sequence[int] = (1, 10, 100),
+def evaluate_sparse_retrieval(encoder: EncoderLike, csr: CSRModel, task: RetrievalTask, ks: Sequence[int] = (1, 10, 100),
                               topk: int | None = None, batch_size: int = 64, use_cache: bool = True,
                               strict: bool = False, latency_queries: int = 200,
                               doc_emb: np.ndarray | None = None, query_emb: np.ndarray | None = None

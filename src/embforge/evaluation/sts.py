@@ -13,6 +13,7 @@ from ..cache import encode_cached, model_fingerprint, truncate
 from ..data.records import ScoredPair
 from ..data.sts import read_sick, read_stsb
 from ..errors import EmbforgeError
+from ..protocols import EncoderLike
 from .metrics import sts_metrics
 from .retrieval import check_dims
 
@@ -58,7 +59,7 @@ def cosine_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a.astype(np.float64) * b.astype(np.float64)).sum(axis=1)
 
 
-def evaluate_sts(encoder: Any, pairs: Sequence[ScoredPair], dims: Sequence[int] | None = None,
+def evaluate_sts(encoder: EncoderLike, pairs: Sequence[ScoredPair], dims: Sequence[int] | None = None,
                  batch_size: int = 64, use_cache: bool = True) -> dict[str, Any]:
     """Spearman and Pearson of cosine similarity vs gold, per Matryoshka dim.
 

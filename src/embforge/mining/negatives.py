@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ..cache import encode_cached, model_fingerprint
 from ..errors import EmbforgeError
+from ..protocols import EncoderLike
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def faiss_search(queries: np.ndarray, pool: np.ndarray, k: int, use_gpu: bool = 
     return scores, ids, device
 
 
-def mine_negatives(encoder: Any, records: Sequence[dict[str, Any]], pool: Sequence[str] | None = None,
+def mine_negatives(encoder: EncoderLike, records: Sequence[dict[str, Any]], pool: Sequence[str] | None = None,
                    range_for_sampling: str | Sequence[int] = (2, 200), negative_number: int = 15,
                    false_negative_margin: float | None = None, seed: int | None = 0,
                    sampling: str = "random", use_gpu: bool = False, batch_size: int = 64,

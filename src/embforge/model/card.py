@@ -21,14 +21,6 @@ from ..paths import atomic_write_bytes
 CARD_DATA = "model_card.json"
 CARD_FILE = "README.md"
 
-# Training options worth a row in the card (the rest of TrainingArguments stays at its defaults).
-HYPERPARAMETERS = (
-    "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate",
-    "warmup_steps", "weight_decay", "lr_scheduler_type", "temperature", "train_group_size", "use_inbatch_neg",
-    "symmetric", "negatives_cross_device", "query_max_len", "passage_max_len", "query_instruction_for_retrieval",
-    "passage_instruction_for_retrieval", "apply_lora", "lora_r", "lora_alpha", "freezenonbias", "freeze",
-    "addxlinear", "asym", "gradcache", "chunk_size", "fp16", "bf16", "seed", "sanity_test",
-)
 # Metrics shown in the eval table, when present; every other metric stays in model_card.json.
 TABLE_METRICS = ("nDCG@10", "MRR@10", "Recall@10", "Recall@100", "MAP@10", "spearman", "pearson")
 
@@ -170,34 +162,14 @@ def model_label(model: str | os.PathLike | None) -> str:
     return str(model)
 
 
-def hyperparameters_of(cfg: Any) -> dict[str, Any]:
-    """The card-worthy training options of a train Config, skipping unset and off values."""
-    out = {}
-    for key in HYPERPARAMETERS:
-        value = getattr(cfg, key, None)
-        if value is None or value is False or (key in ("max_steps", "addxlinear") and value in (-1, 0)):
-            continue
-        if key.startswith("lora_") and not getattr(cfg, "apply_lora", False):
-            continue
-        if hasattr(value, "value"):  # enums such as lr_scheduler_type
-            value = value.value
-        out[key] = value
-    return out
-
-
-def from_training(folder: str | os.PathLike, cfg: Any) -> Path:
-    """Card for a freshly trained model, from its train Config and OUTPUT_DIR/train_report.json."""
-    folder = Path(folder)
-    out = Path(cfg.output_dir)
-    report: dict[str, Any] = {}
-    try:
-        report = json.loads((out / "train_report.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        pass
-    report.pop("log_history", None)
-    data = {"name": out.resolve().name,
-            "base_model": model_label(report.get("model") or cfg.model_name_or_path),
-            "training": report, "hyperparameters": hyperparameters_of(cfg)}
+def save_training_card(folder: str | os.PathLike, out: str | os.PathLike, report: Mapping[str, Any],
+                       hyperparameters: Mapping[str, Any]) -> Path:
+    """Card for a freshly trained model in ``folder``: the run's report and hyper-parameters, and the
+    loss curve that training wrote to ``out``."""
+    folder, out = Path(folder), Path(out)
+    training = {k: v for k, v in report.items() if k != "log_history"}
+    data: dict[str, Any] = {"name": out.resolve().name, "base_model": model_label(training.get("model")),
+                            "training": training, "hyperparameters": dict(hyperparameters)}
     plot = _copy_plot(out / "loss.png", folder, "loss.png")
     if plot:
         data["plots"] = {"training loss": plot}

@@ -2,30 +2,38 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..evaluation.config import EvalConfig
+from ..training.config import TrainConfig
 from .steps import Pipeline
 
+if TYPE_CHECKING:  # pragma: no cover
+    from _typeshed import DataclassInstance
+
 Action = Callable[[], dict[str, Any]]
+C = TypeVar("C", bound="DataclassInstance")
 
 
-def settings_of(cfg: Any) -> dict[str, Any]:
+def settings_of(cfg: DataclassInstance) -> dict[str, Any]:
     """Every field of a command's config, as hashed into its step's marker."""
     return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
 
 
-def command_action(run: Callable[[Any], Any], cfg: Any) -> Action:
+def command_action(run: Callable[[C], object], cfg: C) -> Action:
     def run_command() -> dict[str, Any]:
         result = run(cfg)
         return result if isinstance(result, dict) else {}
     return run_command
 
 
-def eval_action(run: Callable[[Any], Any], cfg: Any, card_model: str | None, reports: dict[str, str]) -> Action:
+def eval_action(run: Callable[[EvalConfig], dict[str, Any]], cfg: EvalConfig, card_model: str | None,
+                reports: dict[str, str]) -> Action:
     """Evaluate, then put the result (and the base model's, for comparison) into the model's card."""
     def evaluate() -> dict[str, Any]:
         report = run(cfg)
@@ -41,22 +49,18 @@ def eval_action(run: Callable[[Any], Any], cfg: Any, card_model: str | None, rep
     return evaluate
 
 
-def train_action(cfg: Any, pipe: Pipeline) -> Action:
-    """Train; an attempt interrupted with the same inputs resumes from its last checkpoint."""
+def train_action(cfg: TrainConfig, pipe: Pipeline) -> Action:
+    """Train; an attempt interrupted with the same inputs resumes from this run's last checkpoint."""
     def train_model() -> dict[str, Any]:
-        from transformers.trainer_utils import get_last_checkpoint
-
+        from ..training.output import checkpoints
         from ..training.run import train
 
-        out = Path(cfg.output_dir)
-        if out.is_dir() and cfg.resume_from_checkpoint is None and "train" in pipe.resumable:
-            last = get_last_checkpoint(str(out))
-            if last is not None:
-                print(f"resuming the interrupted train step from {last}")
-                cfg.resume_from_checkpoint = last
-        train(cfg)
-        # Read back: train() writes its summary to train_report.json instead of returning it.
-        report = out / "train_report.json"
-        data = json.loads(report.read_text()) if report.is_file() else {}
-        return {k: data.get(k) for k in ("global_steps", "train_runtime_s", "final_loss")}
+        run_cfg = cfg
+        found = checkpoints(Path(cfg.output_dir)) if Path(cfg.output_dir).is_dir() else []
+        if found and cfg.resume_from_checkpoint is None and "train" in pipe.resumable:
+            print(f"resuming the interrupted train step from its last checkpoint ({found[-1].name})")
+            run_cfg = copy.copy(cfg)  # the planned config stays as hashed into the step's marker
+            run_cfg.resume_from_checkpoint = "last"
+        report = train(run_cfg).report
+        return {k: report.get(k) for k in ("global_steps", "train_runtime_s", "final_loss")}
     return train_model

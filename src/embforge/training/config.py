@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from transformers import TrainingArguments
 
@@ -164,3 +165,28 @@ class TrainConfig(TrainingArguments):
             logger.warning("--sanity_test replaces %s", ", ".join(replaced))
         for name, value in tiny.items():
             setattr(self, name, value)
+
+
+# Training options worth a row in the card (the rest of TrainingArguments stays at its defaults).
+HYPERPARAMETERS = (
+    "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate",
+    "warmup_steps", "weight_decay", "lr_scheduler_type", "temperature", "train_group_size", "use_inbatch_neg",
+    "symmetric", "negatives_cross_device", "query_max_len", "passage_max_len", "query_instruction_for_retrieval",
+    "passage_instruction_for_retrieval", "apply_lora", "lora_r", "lora_alpha", "freezenonbias", "freeze",
+    "addxlinear", "asym", "gradcache", "chunk_size", "fp16", "bf16", "seed", "sanity_test",
+)
+
+
+def hyperparameters_of(cfg: TrainConfig) -> dict[str, Any]:
+    """The card-worthy training options of a train Config, skipping unset and off values."""
+    out = {}
+    for key in HYPERPARAMETERS:
+        value = getattr(cfg, key, None)
+        if value is None or value is False or (key in ("max_steps", "addxlinear") and value in (-1, 0)):
+            continue
+        if key.startswith("lora_") and not getattr(cfg, "apply_lora", False):
+            continue
+        if hasattr(value, "value"):  # enums such as lr_scheduler_type
+            value = value.value
+        out[key] = value
+    return out

@@ -6,9 +6,10 @@ import json
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -17,9 +18,9 @@ from ..data import load_records
 from ..data.records import RetrievalRecord, ScoredPair
 from ..errors import EmbforgeError
 from ..model import Encoder
-from ..model.card import from_training
+from ..model.card import save_training_card
 from ..paths import OUTPUT_MARKER, atomic_write_bytes, check_writable_parent
-from .config import TrainConfig
+from .config import TrainConfig, hyperparameters_of
 from .distributed import world
 from .objective import ContrastiveObjective, Objective
 from .output import (
@@ -33,6 +34,9 @@ from .output import (
 )
 from .peft_modes import apply_parameter_efficiency, finalize_for_saving, validate_architecture_options
 from .recipes import check_data_kind, check_model_dims, resolve
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformers import TrainerState
 
 logger = logging.getLogger(__name__)
 
@@ -167,8 +171,17 @@ def freeze_unused_heads(encoder: Encoder) -> None:
             pooler.requires_grad_(False)
 
 
-def train(cfg: TrainConfig, encoder: Encoder | None = None) -> Path:
-    """Train and save; returns the folder of the final model, ``OUTPUT_DIR`` itself.
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run gives back: the folder of its final model (``OUTPUT_DIR`` itself) and its
+    report (also written to ``OUTPUT_DIR/train_report.json``), for the card and the pipeline to use."""
+
+    output_dir: Path
+    report: dict[str, Any]
+
+
+def train(cfg: TrainConfig, encoder: Encoder | None = None) -> TrainResult:
+    """Train and save the final model in ``OUTPUT_DIR``; returns it with the run's report.
 
     ``encoder``, when given, is trained itself (``Encoder.fit``) instead of a model loaded from
     ``cfg.model_name_or_path``. An output folder this call created is removed again if training fails
@@ -184,7 +197,7 @@ def train(cfg: TrainConfig, encoder: Encoder | None = None) -> Path:
         raise
 
 
-def _train(cfg: TrainConfig, out: Path, given: Encoder | None) -> Path:
+def _train(cfg: TrainConfig, out: Path, given: Encoder | None) -> TrainResult:
     from .trainer import EmbeddingTrainer
 
     resolve(cfg)
@@ -217,27 +230,29 @@ def _train(cfg: TrainConfig, out: Path, given: Encoder | None) -> Path:
                                teacher=teacher, ese_layers=ese_layers, run_settings=settings)
     result = trainer.train(resume_from_checkpoint=resume)
 
+    report = training_report(cfg, trainer.state, result.metrics, len(records))
     if trainer.is_world_process_zero():
         finalize_for_saving(encoder, cfg)
-        write_report(cfg, trainer, result, len(records))
+        write_report(out, report)
         staging = out / STAGING_DIR
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
         encoder.save_to(staging)
-        from_training(staging, cfg)  # README.md model card, from the report just written
+        save_training_card(staging, out, report, hyperparameters_of(cfg))
         publish_final(out, staging, settings)
         logger.info("saved the final model to %s", out)
     trainer.accelerator.wait_for_everyone()
     if given is not None:  # the object now holds the trained weights, as a loaded model would
         given.name_or_path = str(out)
         given.eval()
-    return out
+    return TrainResult(out, report)
 
 
-def write_report(cfg: Any, trainer: Any, result: Any, n_records: int) -> None:
-    out = Path(cfg.output_dir)
-    history = trainer.state.log_history
-    report = {
+def training_report(cfg: TrainConfig, state: TrainerState, metrics: dict[str, float],
+                    n_records: int) -> dict[str, Any]:
+    """The run's report: what was trained on what, for how long, and the loss history."""
+    history = state.log_history
+    return {
         "model": cfg.model_name_or_path or "all-MiniLM-L6-v2 (embedded)",
         "train_data": str(cfg.train_data or "sanity"),
         "records": n_records,
@@ -245,14 +260,18 @@ def write_report(cfg: Any, trainer: Any, result: Any, n_records: int) -> None:
                  "topk_k_list": cfg.topk_k_list, "apply_ese": cfg.apply_ese,
                  "teacher": cfg.teacher_name_or_path},
         "world_size": world()[1],
-        "global_steps": trainer.state.global_step,
-        "train_runtime_s": result.metrics.get("train_runtime"),
-        "samples_per_second": getattr(trainer.state, "embforge_samples_per_second", None),
+        "global_steps": state.global_step,
+        "train_runtime_s": metrics.get("train_runtime"),
+        "samples_per_second": getattr(state, "embforge_samples_per_second", None),
         "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
         "log_history": history,
     }
+
+
+def write_report(out: Path, report: dict[str, Any]) -> None:
+    """``train_report.json`` and, when the run logged a loss, ``loss.png``."""
     atomic_write_bytes(out / "train_report.json", json.dumps(report, indent=2, default=str).encode())
-    points = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    points = [(h["step"], h["loss"]) for h in report["log_history"] if "loss" in h]
     if points:
         plot_loss(points, out / "loss.png")
 
