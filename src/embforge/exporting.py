@@ -15,7 +15,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from torch import nn
 
 from .config import option
 from .errors import EmbforgeError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .model.encoder import Encoder
 
 FORMATS = ("sentence-transformers", "onnx")
 ONNX_FILE = "model.onnx"
@@ -40,7 +43,7 @@ SAMPLE_TEXTS = (
 class EncoderGraph(nn.Module):
     """token ids + attention mask -> the encoder's final vectors; the module that ONNX traces."""
 
-    def __init__(self, encoder: Any, is_query: bool, left_padding: bool):
+    def __init__(self, encoder: Encoder, is_query: bool, left_padding: bool):
         super().__init__()
         self.encoder = encoder
         self.is_query = is_query
@@ -53,11 +56,11 @@ class EncoderGraph(nn.Module):
         return self.encoder(features, is_query=self.is_query)
 
 
-def _sample_features(encoder: Any, is_query: bool) -> dict[str, torch.Tensor]:
+def _sample_features(encoder: Encoder, is_query: bool) -> dict[str, torch.Tensor]:
     return encoder.tokenize(list(SAMPLE_TEXTS), is_query=is_query)
 
 
-def export_onnx(encoder: Any, output_dir: Path, opset: int = 18) -> list[str]:
+def export_onnx(encoder: Encoder, output_dir: Path, opset: int = 18) -> list[str]:
     """Write model.onnx (and query_model.onnx for two-tower encoders); returns the file names."""
     encoder = encoder.to("cpu").eval()
     left = encoder.config.padding_side == "left"
@@ -114,7 +117,7 @@ def run_onnx(session: Any, features: dict[str, torch.Tensor]) -> np.ndarray:
     return session.run(["sentence_embedding"], feeds)[0]
 
 
-def verify_onnx(encoder: Any, output_dir: Path, files: list[str]) -> float | None:
+def verify_onnx(encoder: Encoder, output_dir: Path, files: list[str]) -> float | None:
     """Largest |ONNX - embforge| over the sample texts; None when onnxruntime is not installed."""
     worst = 0.0
     for name in files:
@@ -129,7 +132,7 @@ def verify_onnx(encoder: Any, output_dir: Path, files: list[str]) -> float | Non
     return worst
 
 
-def verify_sentence_transformers(encoder: Any, output_dir: Path) -> float | None:
+def verify_sentence_transformers(encoder: Encoder, output_dir: Path) -> float | None:
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError:

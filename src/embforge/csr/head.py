@@ -17,11 +17,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EmbforgeError
 from .model import CONFIG_NAME, CSRModel
 from .sparse import SparseCodes, encode_dense
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..model.encoder import Encoder
 
 CSR_SUBFOLDER = "csr"
 ST_SAE_SUBFOLDER = "sparse_autoencoder"
@@ -46,7 +49,7 @@ def write_st_sparse_autoencoder(csr: CSRModel, folder: Path) -> Path:
     return folder
 
 
-def save_stacked(encoder: Any, csr: CSRModel, folder: str | os.PathLike) -> Path:
+def save_stacked(encoder: Encoder, csr: CSRModel, folder: str | os.PathLike) -> Path:
     """Write encoder + CSR head atomically to ``folder``."""
     from ..paths import atomic_dir
 
@@ -81,7 +84,7 @@ def is_stacked(folder: str | os.PathLike) -> bool:
 class SparseTextEncoder:
     """Texts -> sparse codes: the dense encoder, then the CSR head."""
 
-    def __init__(self, encoder: Any, csr: CSRModel):
+    def __init__(self, encoder: Encoder, csr: CSRModel):
         self.encoder = encoder
         self.csr = csr.to(encoder.device)
 

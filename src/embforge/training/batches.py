@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import Dataset
@@ -18,6 +18,9 @@ from ..data.instructions import passage_text, query_text
 from ..data.records import RetrievalRecord, ScoredPair
 from ..data.sampling import sample_group
 from ..errors import EmbforgeError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..model.encoder import Encoder
 
 
 class GroupDataset(Dataset):
@@ -50,7 +53,7 @@ class GroupDataset(Dataset):
 class GroupCollator:
     """Tokenises queries and passage groups with the encoder's own rules and per-side max lengths."""
 
-    def __init__(self, encoder: Any, group_size: int):
+    def __init__(self, encoder: Encoder, group_size: int):
         self.encoder = encoder
         self.group_size = group_size
 
@@ -101,7 +104,7 @@ class PairDataset(Dataset):
 class PairCollator:
     """Both sides as passages (a scored pair has no query side), plus the scores."""
 
-    def __init__(self, encoder: Any):
+    def __init__(self, encoder: Encoder):
         self.encoder = encoder
 
     def __call__(self, items: list[tuple[str, str, float]]) -> dict[str, Any]:

@@ -20,11 +20,14 @@ import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EmbforgeError
 from ..model.io import INCOMPLETE_MARKER
 from ..paths import OUTPUT_MARKER, atomic_write_bytes, check_output_dir, output_owner, write_output_marker
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ _TRAINER_FIELDS = (
 _NOT_IDENTITY = {"resume_from_checkpoint", "overwrite_output_dir", "strict", "skip_bad_records"}
 
 
-def run_settings(cfg: Any, data_digest: str, model_identity: str) -> dict[str, Any]:
+def run_settings(cfg: TrainConfig, data_digest: str, model_identity: str) -> dict[str, Any]:
     """What identifies a run, as readable settings (shown side by side when two runs differ)."""
     from transformers import TrainingArguments
 

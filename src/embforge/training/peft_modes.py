@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EmbforgeError
 from ..model.heads import sgpt_layers
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..model.encoder import Encoder
+    from .config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +56,7 @@ def top_layers(backbone: Any, count: int | None) -> dict[str, Any]:
     return {"layers_to_transform": list(range(total - count, total)), "layers_pattern": pattern}
 
 
-def billm_start(cfg: Any) -> int | None:
+def billm_start(cfg: TrainConfig) -> int | None:
     """The first bidirectional layer asked for: --billm_start_index, else BiLLM_START_INDEX, else 0."""
     from ..model.billm import start_index_from_env
 
@@ -62,7 +66,7 @@ def billm_start(cfg: Any) -> int | None:
     return int(index) if index is not None else start_index_from_env(0)
 
 
-def llm_overrides(cfg: Any) -> dict[str, Any]:
+def llm_overrides(cfg: TrainConfig) -> dict[str, Any]:
     """EncoderConfig overrides from the decoder-LLM flags (None = keep the model's own setting)."""
     is_llm = bool(getattr(cfg, "is_llm", False))
     out: dict[str, Any] = {
@@ -78,7 +82,7 @@ def llm_overrides(cfg: Any) -> dict[str, Any]:
     return out
 
 
-def validate_llm_options(cfg: Any) -> None:
+def validate_llm_options(cfg: TrainConfig) -> None:
     """Conflicts among the decoder-LLM flags, and k-bit loading where it cannot work, before loading."""
     if getattr(cfg, "speca", False) and getattr(cfg, "specb", False):
         raise EmbforgeError("--speca and --specb are two bracket styles: pick one")
@@ -95,7 +99,7 @@ def validate_llm_options(cfg: Any) -> None:
             raise EmbforgeError(f"--load_kbit {kbit}: quantised weights cannot be trained directly; add --apply_lora")
 
 
-def validate_architecture_options(cfg: Any) -> None:
+def validate_architecture_options(cfg: TrainConfig) -> None:
     """Impossible combinations of --freeze/--addxlinear/--linearthenpool/--useact/--asym, before any loading."""
     validate_llm_options(cfg)
     layers = getattr(cfg, "addxlinear", 0) or 0
@@ -108,7 +112,7 @@ def validate_architecture_options(cfg: Any) -> None:
         raise EmbforgeError("--freeze leaves nothing to train: add --addxlinear N, --freezenonbias or --apply_lora")
 
 
-def apply_architecture(encoder: Any, cfg: Any) -> None:
+def apply_architecture(encoder: Encoder, cfg: TrainConfig) -> None:
     """Add SGPT's linear layers and/or split the towers, as the config asks."""
     count = getattr(cfg, "addxlinear", 0) or 0
     if count:
@@ -124,7 +128,7 @@ def apply_architecture(encoder: Any, cfg: Any) -> None:
         encoder.make_asymmetric()
 
 
-def apply_parameter_efficiency(encoder: Any, cfg: Any) -> None:
+def apply_parameter_efficiency(encoder: Encoder, cfg: TrainConfig) -> None:
     apply_architecture(encoder, cfg)
     if cfg.apply_lora:
         try:
@@ -166,7 +170,7 @@ def apply_parameter_efficiency(encoder: Any, cfg: Any) -> None:
         raise EmbforgeError("no trainable parameters left: check --freeze/--freezenonbias/--apply_lora")
 
 
-def finalize_for_saving(encoder: Any, cfg: Any) -> None:
+def finalize_for_saving(encoder: Encoder, cfg: TrainConfig) -> None:
     """Merge LoRA into the weights (unless only the adapter is wanted) so the output loads without peft."""
     if not cfg.apply_lora or cfg.save_adapter_only:
         return

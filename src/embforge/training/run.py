@@ -45,7 +45,7 @@ def sanity_data() -> Path:
     return Path(str(resources.files("embforge") / "resources" / "sanity.jsonl"))
 
 
-def validate(cfg: Any) -> None:
+def validate(cfg: TrainConfig) -> None:
     """Conflicts and impossible values, reported before any model is loaded."""
     if cfg.gradcache and not cfg.chunk_size:
         raise EmbforgeError("--gradcache needs --chunk_size N (texts per forward pass)")
@@ -68,7 +68,7 @@ def _require(flag: str, value: Any, ok: bool, expected: str) -> None:
         raise EmbforgeError(f"--{flag} must be {expected}, got {value}")
 
 
-def check_numbers(cfg: Any) -> None:
+def check_numbers(cfg: TrainConfig) -> None:
     """Values no run can use: caught here, since a negative learning rate or epoch count otherwise dies
     in torch after the model loaded, or trains for 0 steps and saves the untrained model as the result."""
     _require("learning_rate", cfg.learning_rate, cfg.learning_rate > 0, "positive")
@@ -88,7 +88,7 @@ def check_numbers(cfg: Any) -> None:
         _require("lora_dropout", cfg.lora_dropout, 0 <= cfg.lora_dropout < 1, "in [0, 1)")
 
 
-def load_training_records(cfg: Any) -> list[RetrievalRecord | ScoredPair]:
+def load_training_records(cfg: TrainConfig) -> list[RetrievalRecord | ScoredPair]:
     """Retrieval records or scored pairs, whichever the data holds and the loss (``cfg.loss``, resolved) takes."""
     source = cfg.train_data or (sanity_data() if cfg.sanity_test else None)
     if source is None:
@@ -122,7 +122,7 @@ def warn_unused_scores(records: list, source: Any) -> None:
                        source, " and ".join(fields), first.source or source)
 
 
-def build_encoder(cfg: Any) -> Encoder:
+def build_encoder(cfg: TrainConfig) -> Encoder:
     from .peft_modes import llm_overrides
 
     overrides = {"pooling": cfg.pooling, "normalize": cfg.normalized, "query_max_len": cfg.query_max_len,
@@ -133,7 +133,7 @@ def build_encoder(cfg: Any) -> Encoder:
                                    is_llm=bool(getattr(cfg, "is_llm", False)), **overrides)
 
 
-def build_objective(cfg: Any, ese_layers: list[int], with_teacher: bool, pairs: bool) -> ContrastiveObjective:
+def build_objective(cfg: TrainConfig, ese_layers: list[int], with_teacher: bool, pairs: bool) -> ContrastiveObjective:
     """Plain InfoNCE keeps the lean ``ContrastiveObjective``; anything else gets ``Objective``."""
     common = {"temperature": cfg.temperature, "group_size": cfg.train_group_size,
               "cross_device": cfg.negatives_cross_device, "in_batch": cfg.use_inbatch_neg, "symmetric": cfg.symmetric}
@@ -151,7 +151,7 @@ def build_objective(cfg: Any, ese_layers: list[int], with_teacher: bool, pairs: 
                      distill_temperature=cfg.distill_temperature)
 
 
-def load_teacher(cfg: Any, encoder: Encoder) -> Encoder | None:
+def load_teacher(cfg: TrainConfig, encoder: Encoder) -> Encoder | None:
     """The frozen teacher for distillation; the starting model's own path gives self-distillation."""
     if not cfg.teacher_name_or_path:
         return None
