@@ -10,6 +10,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from .errors import EmbforgeError
 
@@ -48,7 +49,7 @@ def resolve_model_path(name: str | os.PathLike[str] | None) -> Path:
 OUTPUT_MARKER = ".embforge-output.json"
 
 
-def output_owner(folder: str | os.PathLike[str]) -> dict[str, object] | None:
+def output_owner(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The marker of the command that wrote ``folder`` ({"command": ..., ...}), or None."""
     try:
         data = json.loads((Path(folder) / OUTPUT_MARKER).read_text(encoding="utf-8"))

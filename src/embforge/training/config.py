@@ -131,9 +131,14 @@ class TrainConfig(TrainingArguments):
                                         aliases=("overwrite",))
     sanity_test: bool = option(False, "Tiny run to check the pipeline: a few records, batch 2, a few steps, one save.")
 
+    def _set(self, name: str, value: object) -> None:
+        """Set an inherited TrainingArguments field: transformers is untyped here, so assignments to its
+        fields would make mypy guess their types from ours."""
+        setattr(self, name, value)
+
     def __post_init__(self) -> None:
         if self.output_dir is None:
-            self.output_dir = "outputs/embforge-train"
+            self._set("output_dir", "outputs/embforge-train")
         if self.sanity_test:
             self._apply_sanity_test()
         if self.fp16 and self.bf16:
@@ -145,11 +150,11 @@ class TrainConfig(TrainingArguments):
                 raise EmbforgeError("--deepspeed needs the deepspeed package (pip install deepspeed), "
                                     "which is not installed here")
         if self.remove_unused_columns:
-            self.remove_unused_columns = False  # batches are dicts of tokenised sides, not model kwargs
+            self._set("remove_unused_columns", False)  # batches are dicts of tokenised sides, not model kwargs
         if self.disable_tqdm is None:
             # TrainingArguments hides its progress bar when transformers' logging is quieter than
             # WARNING, which the CLI sets to keep library chatter out; the bar is embforge's own output.
-            self.disable_tqdm = False
+            self._set("disable_tqdm", False)
         super().__post_init__()
 
     def _apply_sanity_test(self) -> None:

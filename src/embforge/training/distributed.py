@@ -9,6 +9,8 @@ all_gather and all_reduce, so it runs on gloo (CPU tests) as well as NCCL.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 
@@ -24,7 +26,7 @@ def world() -> tuple[int, int]:
 
 class _GatherWithGrad(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
         rank, size = world()
         sizes = [torch.zeros(1, dtype=torch.long, device=tensor.device) for _ in range(size)]
         dist.all_gather(sizes, torch.tensor([tensor.shape[0]], device=tensor.device))
@@ -37,7 +39,7 @@ class _GatherWithGrad(torch.autograd.Function):
         return torch.cat(parts, dim=0)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         start = sum(ctx.sizes[: ctx.rank])

@@ -48,7 +48,7 @@ def split_features(features: Features, chunk_size: int) -> list[Features]:
 
 def gradcache_step(embed: Callable[[Features, bool], torch.Tensor], queries: Features, passages: Features,
                    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], chunk_size: int,
-                   no_sync: Callable[[], contextlib.AbstractContextManager] | None = None,
+                   no_sync: Callable[[], contextlib.AbstractContextManager[object]] | None = None,
                    loss_scale: float = 1.0) -> torch.Tensor:
     """Run forward and backward for one batch; returns the (unscaled) loss, detached.
 

@@ -123,7 +123,8 @@ def prepare_output_dir(out: Path, settings: dict[str, Any], *, resuming: bool, o
         if owner is None or owner.get("command") != "train":
             check_output_dir(out, command="train", overwrite=overwrite, flag="--overwrite_output_dir")
         else:
-            theirs = owner.get("run") if isinstance(owner.get("run"), dict) else {}
+            run = owner.get("run")
+            theirs: dict[str, Any] = run if isinstance(run, dict) else {}
             if fingerprint(theirs) != fingerprint(settings):
                 if not overwrite:
                     raise EmbforgeError(

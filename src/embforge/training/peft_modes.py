@@ -122,7 +122,7 @@ def apply_architecture(encoder: Encoder, cfg: TrainConfig) -> None:
             encoder.add_dense_head(wanted)
         elif encoder.config.dense != wanted:
             raise EmbforgeError(f"--addxlinear {count}: the model already has a different dense head "
-                                f"({len(encoder.config.dense)} layer(s)); start from its base model instead")
+                                f"({len(encoder.config.dense or [])} layer(s)); start from its base model instead")
         # else: the same head, saved by an earlier run; training continues it.
     if getattr(cfg, "asym", False):
         encoder.make_asymmetric()

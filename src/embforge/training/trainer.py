@@ -16,8 +16,9 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -30,9 +31,16 @@ from ..model.encoder import load_backbone_weights
 from ..model.pooling import pool
 from .batches import GroupCollator, GroupDataset, PairCollator, PairDataset
 from .distributed import world
-from .gradcache import gradcache_step, split_features
+from .gradcache import Features, gradcache_step, split_features
 from .objective import ContrastiveObjective
 from .output import write_run_file
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..data.records import RetrievalRecord, ScoredPair
+    from ..model.encoder import Encoder
+
+#: A collated batch: the tokenised sides (query/passage or text1/text2), and the scores of scored pairs.
+Batch = dict[str, Any]
 
 
 class _EpochCallback(TrainerCallback):
@@ -41,7 +49,7 @@ class _EpochCallback(TrainerCallback):
     def __init__(self, trainer: EmbeddingTrainer):
         self.trainer = trainer
 
-    def on_epoch_begin(self, args, state, control, **kwargs):
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         epoch = int(math.floor(state.epoch + 1e-6)) if state.epoch else 0
         self.trainer.set_epoch(epoch)
 
@@ -55,13 +63,13 @@ class _ThroughputCallback(TrainerCallback):
         self.start: float | None = None
         self.steps = 0
 
-    def on_step_begin(self, args, state, control, **kwargs):
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         import time
 
         if self.start is None:
             self.start = time.perf_counter()
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         import time
 
         self.steps += 1
@@ -72,12 +80,14 @@ class _ThroughputCallback(TrainerCallback):
             if bar is not None:
                 bar.set_postfix(samples_s=f"{rate:.1f}", refresh=False)
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None,
+               **kwargs: Any) -> None:
         if logs is not None and "loss" in logs and hasattr(state, "embforge_samples_per_second"):
             logs["samples_per_second"] = round(state.embforge_samples_per_second, 2)
 
 
-def embed_with_layers(model: Any, features: dict[str, torch.Tensor], is_query: bool, layers: list[int]) -> torch.Tensor:
+def embed_with_layers(model: Any, features: dict[str, torch.Tensor], is_query: bool,
+                      layers: list[int]) -> torch.Tensor:
     """``[last layer | layer l_1 | layer l_2 ...]``: the encoder's embedding, then the same pooling (and
     dense head, and normalisation) applied to shallower hidden states, from the one forward pass.
 
@@ -88,11 +98,11 @@ def embed_with_layers(model: Any, features: dict[str, torch.Tensor], is_query: b
     tower = encoder.query_backbone if is_query and encoder.query_backbone is not None else encoder.backbone
     captured: dict[str, Any] = {}
 
-    def ask(module, args, kwargs):
+    def ask(module: Any, args: Any, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         kwargs["output_hidden_states"] = True
         return args, kwargs
 
-    def keep(module, args, kwargs, output):
+    def keep(module: Any, args: Any, kwargs: Any, output: Any) -> None:
         captured["hidden"] = output.hidden_states
 
     hooks = [tower.register_forward_pre_hook(ask, with_kwargs=True),
@@ -118,7 +128,8 @@ def embed_with_layers(model: Any, features: dict[str, torch.Tensor], is_query: b
 
 
 class EmbeddingTrainer(Trainer):
-    def __init__(self, *, encoder, records, objective: ContrastiveObjective, group_size: int,
+    def __init__(self, *, encoder: Encoder, records: Sequence[RetrievalRecord] | Sequence[ScoredPair],
+                 objective: ContrastiveObjective, group_size: int,
                  query_instruction: str | None, passage_instruction: str | None, strict: bool = False,
                  gradcache_chunk: int | None = None, pairs: bool = False, teacher: Any = None,
                  ese_layers: list[int] | None = None, run_settings: dict[str, Any] | None = None,
@@ -134,7 +145,7 @@ class EmbeddingTrainer(Trainer):
         self.run_settings = run_settings  # written into every checkpoint, checked when resuming
         if pairs:
             self.dataset = PairDataset(records, passage_instruction)
-            self.collator = PairCollator(encoder)
+            self.collator: PairCollator | GroupCollator = PairCollator(encoder)
         else:
             self.dataset = GroupDataset(records, group_size, self.args.seed, query_instruction, passage_instruction,
                                         strict)
@@ -186,26 +197,26 @@ class EmbeddingTrainer(Trainer):
         out = self.args.output_dir
         return get_last_checkpoint(out) if out and os.path.isdir(out) else None
 
-    def _sides(self, inputs) -> tuple[dict, dict, bool]:
+    def _sides(self, inputs: Batch) -> tuple[Features, Features, bool]:
         """(first side, second side, whether the first side is queries): groups or scored pairs."""
         if "text1" in inputs:
             return inputs["text1"], inputs["text2"], False
         return inputs["query"], inputs["passage"], True
 
-    def _embed(self, model, features, is_query: bool) -> torch.Tensor:
+    def _embed(self, model: Any, features: Features, is_query: bool) -> torch.Tensor:
         if self.ese_layers:
             return embed_with_layers(model, features, is_query, self.ese_layers)
         return model(features, is_query=is_query)
 
     @torch.no_grad()
-    def _teacher_embed(self, features, is_query: bool) -> torch.Tensor:
+    def _teacher_embed(self, features: Features, is_query: bool) -> torch.Tensor:
         teacher = self.teacher
         if teacher.device != self.encoder.device:
             teacher.to(self.encoder.device)
         chunks = split_features(features, self.gradcache_chunk) if self.gradcache_chunk else [features]
         return torch.cat([teacher(c, is_query=is_query) for c in chunks])
 
-    def _extras(self, inputs, first, second, first_is_query: bool) -> dict[str, Any]:
+    def _extras(self, inputs: Batch, first: Features, second: Features, first_is_query: bool) -> dict[str, Any]:
         """What the objective needs beyond the embeddings (nothing for plain InfoNCE)."""
         extras: dict[str, Any] = {}
         if "scores" in inputs:
@@ -214,7 +225,8 @@ class EmbeddingTrainer(Trainer):
             extras["teacher"] = (self._teacher_embed(first, first_is_query), self._teacher_embed(second, False))
         return extras
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def compute_loss(self, model: Any, inputs: Batch, return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
         first, second, first_is_query = self._sides(inputs)
         q = self._embed(model, first, first_is_query)
         p = self._embed(model, second, False)
@@ -222,7 +234,7 @@ class EmbeddingTrainer(Trainer):
         self._check_finite(loss.detach())
         return (loss, {"q": q, "p": p}) if return_outputs else loss
 
-    def training_step(self, model, inputs, num_items_in_batch=None):
+    def training_step(self, model: Any, inputs: Batch, num_items_in_batch: Any = None) -> torch.Tensor:
         if not self.gradcache_chunk:
             return super().training_step(model, inputs, num_items_in_batch)
         model.train()
@@ -237,16 +249,16 @@ class EmbeddingTrainer(Trainer):
         return loss / self.current_gradient_accumulation_steps
 
     # ------------------------------------------------------------------ saving and loading
-    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+    def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
         folder = Path(output_dir or self.args.output_dir)
         folder.mkdir(parents=True, exist_ok=True)
         self.encoder.save_to(folder)
         torch.save(self.args, folder / "training_args.bin")
 
-    def _get_output_dir(self, trial) -> str:
+    def _get_output_dir(self, trial: Any) -> str:
         return self._staging or super()._get_output_dir(trial)
 
-    def _save_checkpoint(self, model, trial) -> None:
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
         run_dir = super()._get_output_dir(trial)
         self._staging = os.path.join(run_dir, ".staging")
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
@@ -269,7 +281,7 @@ class EmbeddingTrainer(Trainer):
                                best_model_checkpoint=self.state.best_model_checkpoint)
         self.accelerator.wait_for_everyone()
 
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         folder = Path(resume_from_checkpoint)
         load_backbone_weights(self.encoder.backbone, folder)
         self.encoder.load_extra_weights(folder)  # dense head, query tower
