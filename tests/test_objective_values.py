@@ -47,7 +47,7 @@ def nce(q, p, t=TEMP, g=2):
 def objective(tmp_path, width, *, ese_layers=(), teacher=False, pairs=False, **flags):
     cfg = from_dict(Config, {"output_dir": str(tmp_path), "report_to": "none", "use_cpu": True,
                              "temperature": TEMP, "train_group_size": 1 if pairs else 2, **flags})
-    resolve(cfg)
+    cfg = resolve(cfg)
     check_model_dims(cfg, width)
     obj = build_objective(cfg, list(ese_layers), with_teacher=teacher, pairs=pairs)
     assert isinstance(obj, Objective)

@@ -134,7 +134,7 @@ def resolved(argv, yaml_text=None, tmp_path=None):
         yaml_path = tmp_path / "cfg.yaml"
         yaml_path.write_text(yaml_text)
     cfg = config_from_args(Config, args, str(yaml_path) if yaml_path else None)
-    resolve(cfg)
+    cfg = resolve(cfg)
     return cfg
 
 
@@ -179,7 +179,7 @@ def test_reference_spellings_are_accepted(tmp_path):
 
 def test_python_api_config_takes_the_same_fields(tiny_bert, tmp_path):
     cfg = from_dict(Config, {"loss": "cosent", "mrl_dims": "32,16", "output_dir": str(tmp_path)})
-    resolve(cfg)
+    cfg = resolve(cfg)
     assert cfg.loss == ["cosent"] and cfg.mrl_dims == [32, 16]
 
 

@@ -28,12 +28,15 @@ close or far stop being told apart. AnglE splits each embedding into a real and 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 
 from ._pairs import rank_logsumexp
 from .cosent import cosent
 from .infonce import info_nce
+from .registry import Groups, LossSpec, Pairs, register
 
 
 def complex_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -94,3 +97,30 @@ def angle_objective_groups(q: torch.Tensor, p: torch.Tensor, *, group_size: int,
         labels[:, 0] = 1.0
         loss = loss + angle_w * angle_loss(left, own.reshape(-1, q.shape[-1]), labels.flatten(), angle_tau)
     return loss
+
+
+def _pairs(b: Pairs, *, cosine_w: float, cosine_tau: float, ibn_w: float, ibn_tau: float, angle_w: float,
+           angle_tau: float) -> torch.Tensor:
+    # scores are rescaled to [0, 1]: the upper half of the range are the positives of the ibn term
+    return angle_objective_pairs(b.a, b.b, b.scores, b.scores > 0.5, cosine_w=cosine_w, cosine_tau=cosine_tau,
+                                 ibn_w=ibn_w, ibn_tau=ibn_tau, angle_w=angle_w, angle_tau=angle_tau)
+
+
+def _groups(b: Groups, *, cosine_w: float, cosine_tau: float, ibn_w: float, ibn_tau: float, angle_w: float,
+            angle_tau: float) -> torch.Tensor:
+    return angle_objective_groups(b.q, b.p, group_size=b.group_size, ibn_w=ibn_w, ibn_tau=ibn_tau,
+                                  angle_w=angle_w, angle_tau=angle_tau, query_offset=b.query_offset)
+
+
+def _trains_something(s: Mapping[str, float]) -> str | None:
+    if not (s["cosine_w"] or s["ibn_w"] or s["angle_w"]):
+        return "--loss angle with cosine_w, ibn_w and angle_w all 0 trains nothing"
+    return None
+
+
+# The reference's STS-B example, which --recipe angle also pins.
+SPEC = register(LossSpec(
+    "angle", "AnglE: cosine_w * CoSENT + ibn_w * in-batch negatives + angle_w * angle term (docs/losses.md)",
+    settings={"cosine_w": 1.0, "cosine_tau": 20.0, "ibn_w": 20.0, "ibn_tau": 20.0, "angle_w": 1.0, "angle_tau": 20.0},
+    groups=_groups, pairs=_pairs, positive=("cosine_tau", "ibn_tau", "angle_tau"), check=_trains_something,
+    aliases=("angle_loss", "aoe")))

@@ -17,7 +17,17 @@ from __future__ import annotations
 import torch
 
 from ._pairs import pair_cosine, rank_logsumexp
+from .registry import LossSpec, Pairs, register
 
 
 def cosent(a: torch.Tensor, b: torch.Tensor, scores: torch.Tensor, scale: float = 20.0) -> torch.Tensor:
     return rank_logsumexp(pair_cosine(a, b), scores, scale)
+
+
+def _pairs(b: Pairs, *, cosine_tau: float) -> torch.Tensor:
+    return cosent(b.a, b.b, b.scores, cosine_tau)
+
+
+SPEC = register(LossSpec(
+    "cosent", "every more similar pair ranked above every less similar one, at scale --cosine_tau",
+    settings={"cosine_tau": 20.0}, pairs=_pairs, positive=("cosine_tau",), aliases=("cosent_loss",)))

@@ -14,8 +14,17 @@ from __future__ import annotations
 import torch
 
 from ._pairs import pair_cosine
+from .registry import LossSpec, Pairs, register
 
 
 def cosine_regression(a: torch.Tensor, b: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     cos = pair_cosine(a, b)
     return ((cos - targets.to(cos.dtype)) ** 2).mean()
+
+
+def _pairs(b: Pairs) -> torch.Tensor:
+    return cosine_regression(b.a, b.b, b.scores)
+
+
+SPEC = register(LossSpec("cosine", "MSE between cos(a, b) and the score rescaled to [0, 1]", pairs=_pairs,
+                         aliases=("cosine_similarity", "cosine_loss")))

@@ -17,6 +17,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+# Defaults of the train flags of this term (the train Config also states them, as non-None defaults).
+SETTINGS = {"distill_w": 1.0, "distill_temperature": 0.05}
+
 
 def similarity_distillation(student_q: torch.Tensor, student_p: torch.Tensor, teacher_q: torch.Tensor,
                             teacher_p: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:

@@ -29,6 +29,9 @@ import torch.nn.functional as F
 
 from .matryoshka import Embeddings, truncate
 
+# Defaults of the train flags of this wrapper (declared once, here; resolve fills the flags not given).
+SETTINGS = {"apply_ese": False, "ese_compression_size": 128, "ese_kl_temperature": 1.0}
+
 
 @torch.no_grad()
 def pca_compress(m: torch.Tensor, k: int) -> torch.Tensor:

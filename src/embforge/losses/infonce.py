@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .registry import Groups, LossSpec, register
+
 
 def _wide(scores: torch.Tensor) -> torch.Tensor:
     """Softmax in at least float32: half-precision logits over/underflow at temperature 0.02."""
@@ -43,3 +45,14 @@ def info_nce(q: torch.Tensor, p: torch.Tensor, *, temperature: float, group_size
         back = positives @ queries.T / temperature
         loss = (loss + F.cross_entropy(_wide(back), torch.arange(n, device=q.device) + query_offset)) / 2
     return loss
+
+
+def _groups(b: Groups, *, temperature: float) -> torch.Tensor:
+    return info_nce(b.q, b.p, temperature=temperature, group_size=b.group_size, query_offset=b.query_offset,
+                    in_batch=b.in_batch, symmetric=b.symmetric, q_all=b.q_all)
+
+
+SPEC = register(LossSpec(
+    "infonce", "cross-entropy of each query against in-batch and hard negatives at --temperature",
+    settings={"temperature": 0.02}, groups=_groups, positive=("temperature",),
+    aliases=("mnrl", "multiple_negatives_ranking_loss", "contrastive", "info_nce")))

@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from .matryoshka import Embeddings
 
 TOPK_MODES = ("magnitude", "value")
+# Defaults of the train flags of this wrapper (declared once, here; resolve fills the flags not given).
+SETTINGS = {"topk_mode": "magnitude", "apply_topk_to_backbone": False}
 
 
 def topk_mask(x: torch.Tensor, k: int, mode: str = "magnitude") -> torch.Tensor:

@@ -2,18 +2,19 @@
 
 Shared by the plain step and GradCache so that both compute exactly the same loss, including the
 cross-device gathering. ``ContrastiveObjective`` is plain InfoNCE; ``Objective`` adds every other
-loss (CoSENT, cosine, AnglE, Matryoshka, ESE, multi-TopK, distillation).
+loss of the registry (``embforge.losses.registry``: InfoNCE, CoSENT, cosine, AnglE and any loss
+registered there) and the wrappers (Matryoshka, ESE, multi-TopK, distillation). ``build_objective``
+makes the one a resolved train Config asks for.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from ..losses.angle import angle_objective_groups, angle_objective_pairs
-from ..losses.cosent import cosent
-from ..losses.cosine import cosine_regression
+from ..losses import distill, ese, registry, topk
 from ..losses.distill import similarity_distillation
 from ..losses.ese import ese_loss
 from ..losses.infonce import info_nce
@@ -42,11 +43,6 @@ class ContrastiveObjective:
                         q_all=q_all)
 
 
-LOSSES = ("infonce", "cosent", "cosine", "angle")
-PAIR_ONLY = ("cosent", "cosine")      # need scored pairs (AnglE format A, STS)
-GROUP_ONLY = ("infonce",)             # need query/positive(/negative) records (formats B, C, FlagEmbedding)
-
-
 @dataclass
 class Objective(ContrastiveObjective):
     """Every loss of ``embforge.losses`` behind one call, with the wrappers that change what it sees.
@@ -58,6 +54,9 @@ class Objective(ContrastiveObjective):
         With ESE the encoder packs ``[last layer | layer l_1 | ...]`` side by side, so W = D * (1 + len(ese_layers)):
         one tensor per side keeps GradCache and the cross-device gather unchanged.
 
+    ``losses`` maps registered loss names to weights; ``settings`` maps a loss name to its settings, each
+    missing one taking the registry's default (InfoNCE's ``temperature``: this objective's own).
+
     Composition: base terms (``losses`` with weights) -> + multi-TopK terms -> Matryoshka over
     ``mrl_dims`` -> ESE over layers and the compressed prefix; distillation is added on the full,
     last-layer embeddings. Under cross-device negatives, in-batch losses over groups score local
@@ -66,54 +65,34 @@ class Objective(ContrastiveObjective):
     """
 
     losses: dict[str, float] = field(default_factory=lambda: {"infonce": 1.0})
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     pairs: bool = False
     normalize: bool = True
-    cosine_w: float = 1.0
-    cosine_tau: float = 20.0
-    ibn_w: float = 20.0
-    ibn_tau: float = 20.0
-    angle_w: float = 1.0
-    angle_tau: float = 20.0
     mrl_dims: list[int] | None = None
     mrl_weights: list[float] | None = None
     topk_k_list: list[int] | None = None
     topk_weights: list[float] | None = None
-    topk_mode: str = "magnitude"
+    topk_mode: str = topk.SETTINGS["topk_mode"]
     ese_layers: list[int] = field(default_factory=list)
-    ese_compression_size: int = 128
-    ese_kl_temperature: float = 1.0
-    distill_w: float = 1.0
-    distill_temperature: float = 0.05
+    ese_compression_size: int = ese.SETTINGS["ese_compression_size"]
+    ese_kl_temperature: float = ese.SETTINGS["ese_kl_temperature"]
+    distill_w: float = distill.SETTINGS["distill_w"]
+    distill_temperature: float = distill.SETTINGS["distill_temperature"]
 
-    # ------------------------------------------------------------------ base terms
-    def _pair_terms(self, a: torch.Tensor, b: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        loss = a.new_zeros(())
+    def __post_init__(self) -> None:
+        """Look every loss up once: an unknown name fails here, and each call only computes."""
+        self._terms = []
         for name, weight in self.losses.items():
-            if name == "cosent":
-                term = cosent(a, b, scores, self.cosine_tau)
-            elif name == "cosine":
-                term = cosine_regression(a, b, scores)
-            elif name == "angle":
-                term = angle_objective_pairs(a, b, scores, scores > 0.5, cosine_w=self.cosine_w,
-                                             cosine_tau=self.cosine_tau, ibn_w=self.ibn_w, ibn_tau=self.ibn_tau,
-                                             angle_w=self.angle_w, angle_tau=self.angle_tau)
-            else:
-                raise ValueError(f"loss {name!r} does not apply to scored pairs")
-            loss = loss + weight * term
-        return loss
+            spec = registry.get(name)
+            own = {"temperature": self.temperature} if "temperature" in spec.settings else {}
+            values = {**spec.settings, **own, **self.settings.get(spec.name, {})}
+            self._terms.append((spec, weight, {k: values[k] for k in spec.settings}))
 
-    def _group_terms(self, q: torch.Tensor, p: torch.Tensor, q_all: torch.Tensor | None, offset: int) -> torch.Tensor:
-        loss = q.new_zeros(())
-        for name, weight in self.losses.items():
-            if name == "infonce":
-                term = info_nce(q, p, temperature=self.temperature, group_size=self.group_size, query_offset=offset,
-                                in_batch=self.in_batch, symmetric=self.symmetric, q_all=q_all)
-            elif name == "angle":
-                term = angle_objective_groups(q, p, group_size=self.group_size, ibn_w=self.ibn_w, ibn_tau=self.ibn_tau,
-                                              angle_w=self.angle_w, angle_tau=self.angle_tau, query_offset=offset)
-            else:
-                raise ValueError(f"loss {name!r} needs scored pairs, not query/passage groups")
-            loss = loss + weight * term
+    def _base(self, batch: registry.Groups | registry.Pairs) -> torch.Tensor:
+        first = batch.a if isinstance(batch, registry.Pairs) else batch.q
+        loss = first.new_zeros(())
+        for spec, weight, settings in self._terms:
+            loss = loss + weight * spec.compute(batch, settings)
         return loss
 
     # ------------------------------------------------------------------ the call
@@ -136,10 +115,11 @@ class Objective(ContrastiveObjective):
                 raise ValueError("pair losses need scores")
 
             def base(a, b, _unused=None):
-                return self._pair_terms(a, b, scores)
+                return self._base(registry.Pairs(a, b, scores))
         else:
             def base(a, b, a_all=None):
-                return self._group_terms(a, b, a_all, offset)
+                return self._base(registry.Groups(a, b, group_size=self.group_size, query_offset=offset, q_all=a_all,
+                                                  in_batch=self.in_batch, symmetric=self.symmetric))
 
         inner = base
         if self.topk_k_list:
@@ -164,3 +144,23 @@ class Objective(ContrastiveObjective):
             loss = loss + self.distill_w * similarity_distillation(final[0], final[1], teacher[0], teacher[1],
                                                                    self.distill_temperature)
         return loss
+
+
+def build_objective(cfg: Any, ese_layers: list[int], with_teacher: bool, pairs: bool) -> ContrastiveObjective:
+    """The objective a resolved train Config asks for; plain InfoNCE keeps the lean ``ContrastiveObjective``.
+
+    Each chosen loss gets its settings read from the Config by the names its spec declares, so a
+    new loss needs no line here."""
+    common = {"temperature": cfg.temperature, "group_size": cfg.train_group_size,
+              "cross_device": cfg.negatives_cross_device, "in_batch": cfg.use_inbatch_neg, "symmetric": cfg.symmetric}
+    weights = cfg.loss_weights or [1.0] * len(cfg.loss)
+    plain = (cfg.loss == ["infonce"] and weights == [1.0] and not (cfg.mrl_dims or cfg.topk_k_list or ese_layers
+                                                                  or with_teacher or pairs))
+    if plain:
+        return ContrastiveObjective(**common)
+    return Objective(**common, losses=dict(zip(cfg.loss, weights)), pairs=pairs, normalize=cfg.normalized,
+                     settings={name: registry.settings_from(name, cfg) for name in cfg.loss},
+                     mrl_dims=cfg.mrl_dims, mrl_weights=cfg.mrl_weights, topk_k_list=cfg.topk_k_list,
+                     topk_weights=cfg.topk_weights, topk_mode=cfg.topk_mode, ese_layers=ese_layers,
+                     ese_compression_size=cfg.ese_compression_size, ese_kl_temperature=cfg.ese_kl_temperature,
+                     distill_w=cfg.distill_w, distill_temperature=cfg.distill_temperature)

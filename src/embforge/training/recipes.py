@@ -5,31 +5,45 @@ once, when training starts: the value given (flag, YAML or Python) wins, else th
 built-in default. Filling at the start of training rather than in ``__post_init__`` is what keeps
 the precedence right when a YAML file and flags are merged (``build_config`` rebuilds the Config
 from the YAML one's values, which would then all look given).
+
+The losses' names, aliases, data kinds and setting defaults come from ``embforge.losses.registry``,
+the wrappers' defaults from their modules: each is written once, where the loss is.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import EmbforgeError
-from .objective import GROUP_ONLY, LOSSES, PAIR_ONLY
+from ..losses import distill, ese, registry, topk
 
 logger = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {
-    "loss": ["infonce"], "temperature": 0.02, "cosine_w": 1.0, "cosine_tau": 20.0, "ibn_w": 20.0, "ibn_tau": 20.0,
-    "angle_w": 1.0, "angle_tau": 20.0, "apply_ese": False, "ese_compression_size": 128, "ese_kl_temperature": 1.0,
-    "topk_mode": "magnitude", "apply_topk_to_backbone": False, "apply_lora": False, "freezenonbias": False,
-}
+C = TypeVar("C")
+
+DEFAULT_LOSS = "infonce"
+# Defaults of the train fields that are neither a loss's nor a wrapper's setting.
+TRAIN_DEFAULTS: dict[str, Any] = {"apply_lora": False, "freezenonbias": False}
+# Wrapper settings that must be positive (the losses declare theirs in their specs).
+POSITIVE = ("ese_kl_temperature", "distill_temperature")
+
+
+def defaults() -> dict[str, Any]:
+    """Every default ``resolve`` fills in, read from the registry at call time (so it sees any loss registered)."""
+    return {"loss": [DEFAULT_LOSS], **registry.defaults(), **ese.SETTINGS, **topk.SETTINGS, **distill.SETTINGS,
+            **TRAIN_DEFAULTS}
+
+
 # train_group_size is filled after the data is read (AnglE on records without negatives: 1, else 2);
 # "auto" dims are filled once the model's width is known.
 RECIPES: dict[str, dict[str, Any]] = {
     # FlagEmbedding fine-tuning: InfoNCE over in-batch + one hard negative, temperature 0.02.
     "flag": {"loss": ["infonce"], "temperature": 0.02, "train_group_size": 2},
-    # AnglE's STS-B fine-tuning example: CoSENT + in-batch negatives + angle, all at scale 20.
-    "angle": {"loss": ["angle"], "cosine_w": 1.0, "ibn_w": 20.0, "angle_w": 1.0, "cosine_tau": 20.0,
-              "ibn_tau": 20.0, "angle_tau": 20.0},
+    # AnglE's STS-B fine-tuning example: CoSENT + in-batch negatives + angle, all at scale 20 (the angle
+    # loss's declared defaults are that example's values).
+    "angle": {"loss": ["angle"], **registry.get("angle").settings},
     # SGPT-BE: position-weighted mean pooling, BitFit, MultipleNegativesRanking at scale 20 with a hard negative.
     "sgpt": {"loss": ["infonce"], "pooling": "weightedmean", "freezenonbias": True, "temperature": 0.05,
              "train_group_size": 2},
@@ -39,41 +53,54 @@ RECIPES: dict[str, dict[str, Any]] = {
     "topk-lora": {"loss": ["infonce"], "apply_lora": True, "topk_k_list": "auto", "topk_mode": "magnitude",
                   "apply_topk_to_backbone": True, "temperature": 0.05, "train_group_size": 1},
 }
-LOSS_ALIASES = {"mnrl": "infonce", "multiple_negatives_ranking_loss": "infonce", "contrastive": "infonce",
-                "info_nce": "infonce", "cosent_loss": "cosent", "cosine_similarity": "cosine", "cosine_loss": "cosine",
-                "angle_loss": "angle", "aoe": "angle"}
 MRL_LADDER = (2048, 1536, 1024, 768, 512, 256, 128, 64, 32)
 TOPK_LADDER = (16, 32, 64, 128, 256, 512, 1024, 2048)
 
 
-def resolve(cfg: Any) -> None:
-    """Fill every not-given loss field from the recipe or the default; check what needs no model."""
+def resolve(cfg: C) -> C:
+    """A new Config with every not-given loss field filled from the recipe or the default, after checking
+    what needs no model; ``cfg`` itself is left as it was.
+
+    ``dataclasses.replace`` builds the copy, so the train Config's ``__post_init__`` runs again on it.
+    That is safe: it only normalises values it already normalised (``--sanity_test``'s sizes equal
+    their tiny values by now, so it warns no second time), as ``build_config`` relies on too."""
     recipe = RECIPES.get(cfg.recipe, {}) if cfg.recipe else {}
     if cfg.recipe and cfg.recipe not in RECIPES:
         raise EmbforgeError(f"--recipe must be one of {', '.join(RECIPES)}, got {cfg.recipe!r}")
-    for name in set(DEFAULTS) | set(recipe):
-        if getattr(cfg, name, None) is None:
-            setattr(cfg, name, recipe.get(name, DEFAULTS.get(name)))
-    cfg.loss = [LOSS_ALIASES.get(n.lower(), n.lower()) for n in cfg.loss]
-    unknown = [n for n in cfg.loss if n not in LOSSES]
-    if unknown:
-        raise EmbforgeError(f"--loss {unknown[0]!r} is not a loss; choose from {', '.join(LOSSES)}")
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    filled = {name: value for name, value in {**defaults(), **recipe}.items()
+              if name in fields and getattr(cfg, name) is None}
+    loss = [registry.canonical(n) for n in filled.get("loss", cfg.loss)]
+    filled["loss"] = loss
+    topk_k_list = filled.get("topk_k_list", cfg.topk_k_list)
+    if topk_k_list and topk_k_list != "auto":
+        filled["apply_topk_to_backbone"] = True  # the backbone's embedding is the only place train applies TopK
+    out = dataclasses.replace(cfg, **filled)
+    _check(out)
+    return out
+
+
+def _check(cfg: Any) -> None:
     if len(set(cfg.loss)) != len(cfg.loss):
         raise EmbforgeError(f"--loss names a loss twice: {' '.join(cfg.loss)}")
     if cfg.loss_weights is not None and len(cfg.loss_weights) != len(cfg.loss):
         raise EmbforgeError(f"--loss_weights has {len(cfg.loss_weights)} value(s) for {len(cfg.loss)} loss(es) "
                             f"({' '.join(cfg.loss)}); give one weight per loss")
-    if "angle" in cfg.loss and not (cfg.cosine_w or cfg.ibn_w or cfg.angle_w):
-        raise EmbforgeError("--loss angle with cosine_w, ibn_w and angle_w all 0 trains nothing")
-    for name in ("temperature", "cosine_tau", "ibn_tau", "angle_tau", "ese_kl_temperature", "distill_temperature"):
-        if getattr(cfg, name) <= 0:
-            raise EmbforgeError(f"--{name} must be positive, got {getattr(cfg, name)}")
-    if cfg.topk_mode not in ("magnitude", "value"):
+    for name in cfg.loss:
+        spec = registry.get(name)
+        problem = spec.check(registry.settings_from(name, cfg)) if spec.check else None
+        if problem:
+            raise EmbforgeError(problem)
+    # every registered loss's positive settings, chosen or not: a bad value given is a mistake either way
+    positive = dict.fromkeys(s for name in registry.names() for s in registry.get(name).positive)
+    for name in (*positive, *POSITIVE):
+        value = getattr(cfg, name, None)
+        if value is not None and value <= 0:
+            raise EmbforgeError(f"--{name} must be positive, got {value}")
+    if cfg.topk_mode not in topk.TOPK_MODES:
         raise EmbforgeError(f"--topk_mode must be magnitude or value, got {cfg.topk_mode!r}")
     if cfg.apply_topk_to_backbone and not cfg.topk_k_list:
         raise EmbforgeError("--apply_topk_to_backbone needs --topk_k_list K1,K2,... (the TopK sizes to train)")
-    if cfg.topk_k_list and cfg.topk_k_list != "auto":
-        cfg.apply_topk_to_backbone = True  # the backbone's embedding is the only place train applies TopK
     _check_list(cfg.mrl_dims, cfg.mrl_weights, "mrl_dims", "mrl_weights", descending=True)
     _check_list(cfg.topk_k_list, cfg.topk_weights, "topk_k_list", "topk_weights", descending=False)
     if cfg.apply_ese and cfg.ese_compression_size <= 0:
@@ -107,13 +134,16 @@ def check_data_kind(cfg: Any, records: list, source: Any) -> bool:
     if len(kinds) > 1:
         raise EmbforgeError(f"{source}: the data mixes {' and '.join(sorted(kinds))} records; train on one kind")
     pairs = isinstance(records[0], ScoredPair)
-    wrong = [n for n in cfg.loss if n in (GROUP_ONLY if pairs else PAIR_ONLY)]
+    kind: registry.Kind = "pairs" if pairs else "groups"
+    wrong = [n for n in cfg.loss if kind not in registry.get(n).kinds]
+    fitting = registry.names(kind)
+    use = ", ".join(fitting[:-1]) + " or " + fitting[-1] if len(fitting) > 1 else "".join(fitting)
     if wrong and pairs:
         raise EmbforgeError(f"{source}: holds scored pairs (text1, text2, score), but --loss {wrong[0]} needs "
-                            "query/positive records; use --loss cosent, cosine or angle (or --recipe angle)")
+                            f"query/positive records; use --loss {use} (or --recipe angle)")
     if wrong:
         raise EmbforgeError(f"{source}: holds query/positive records without scores, but --loss {wrong[0]} needs "
-                            "scored pairs (text1, text2, label / STS-B); use --loss infonce or angle")
+                            f"scored pairs (text1, text2, label / STS-B); use --loss {use}")
     if pairs and cfg.train_group_size not in (None, 1, 2):
         logger.warning("--train_group_size does not apply to scored pairs; ignored")
     if (not pairs and "angle" in cfg.loss and cfg.angle_w and (cfg.train_group_size or 1) > 1

@@ -22,7 +22,7 @@ from ..model.card import save_training_card
 from ..paths import OUTPUT_MARKER, atomic_write_bytes, check_writable_parent
 from .config import TrainConfig, hyperparameters_of
 from .distributed import world
-from .objective import ContrastiveObjective, Objective
+from .objective import build_objective
 from .output import (
     STAGING_DIR,
     claim,
@@ -101,7 +101,7 @@ def load_training_records(cfg: TrainConfig) -> list[RetrievalRecord | ScoredPair
         raise EmbforgeError(f"{source}: no training records")
     warn_unused_scores(records, source)
     if cfg.loss is None:
-        resolve(cfg)
+        cfg = resolve(cfg)
     pairs = check_data_kind(cfg, records, source if isinstance(source, (str, Path)) else "the training data")
     if not pairs and cfg.strict and cfg.train_group_size > 1:
         need = cfg.train_group_size - 1
@@ -131,24 +131,6 @@ def build_encoder(cfg: TrainConfig) -> Encoder:
     kbit = getattr(cfg, "load_kbit", None)
     return Encoder.from_pretrained(cfg.model_name_or_path, device="cuda" if kbit else "cpu", load_kbit=kbit,
                                    is_llm=bool(getattr(cfg, "is_llm", False)), **overrides)
-
-
-def build_objective(cfg: TrainConfig, ese_layers: list[int], with_teacher: bool, pairs: bool) -> ContrastiveObjective:
-    """Plain InfoNCE keeps the lean ``ContrastiveObjective``; anything else gets ``Objective``."""
-    common = {"temperature": cfg.temperature, "group_size": cfg.train_group_size,
-              "cross_device": cfg.negatives_cross_device, "in_batch": cfg.use_inbatch_neg, "symmetric": cfg.symmetric}
-    weights = cfg.loss_weights or [1.0] * len(cfg.loss)
-    plain = (cfg.loss == ["infonce"] and weights == [1.0] and not (cfg.mrl_dims or cfg.topk_k_list or ese_layers
-                                                                  or with_teacher or pairs))
-    if plain:
-        return ContrastiveObjective(**common)
-    return Objective(**common, losses=dict(zip(cfg.loss, weights)), pairs=pairs, normalize=cfg.normalized,
-                     cosine_w=cfg.cosine_w, cosine_tau=cfg.cosine_tau, ibn_w=cfg.ibn_w, ibn_tau=cfg.ibn_tau,
-                     angle_w=cfg.angle_w, angle_tau=cfg.angle_tau, mrl_dims=cfg.mrl_dims, mrl_weights=cfg.mrl_weights,
-                     topk_k_list=cfg.topk_k_list, topk_weights=cfg.topk_weights, topk_mode=cfg.topk_mode,
-                     ese_layers=ese_layers, ese_compression_size=cfg.ese_compression_size,
-                     ese_kl_temperature=cfg.ese_kl_temperature, distill_w=cfg.distill_w,
-                     distill_temperature=cfg.distill_temperature)
 
 
 def load_teacher(cfg: TrainConfig, encoder: Encoder) -> Encoder | None:
@@ -200,7 +182,7 @@ def train(cfg: TrainConfig, encoder: Encoder | None = None) -> TrainResult:
 def _train(cfg: TrainConfig, out: Path, given: Encoder | None) -> TrainResult:
     from .trainer import EmbeddingTrainer
 
-    resolve(cfg)
+    cfg = resolve(cfg)
     validate(cfg)
     records = load_training_records(cfg)
     encoder = build_encoder(cfg) if given is None else given
