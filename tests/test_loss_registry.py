@@ -50,8 +50,9 @@ def test_a_registered_loss_trains_through_the_normal_train_path(triplet, tiny_be
     assert float(objective(q, p)) == pytest.approx(0.7, abs=1e-6)
 
     triplet.clear()
-    out = train_run.train(cfg)
-    report = json.loads((out / "train_report.json").read_text())
+    result = train_run.train(cfg)
+    report = result.report
+    assert json.loads((result.output_dir / "train_report.json").read_text()) == json.loads(json.dumps(report))
     logged = [h["loss"] for h in report["log_history"] if "loss" in h]
     assert report["loss"]["loss"] == ["triplet"] and report["global_steps"] == 2
     # the toy computed every step's loss: what it returned (x weight 2) is what the Trainer logged
