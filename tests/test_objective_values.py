@@ -48,7 +48,7 @@ def objective(tmp_path, width, *, ese_layers=(), teacher=False, pairs=False, **f
     cfg = from_dict(Config, {"output_dir": str(tmp_path), "report_to": "none", "use_cpu": True,
                              "temperature": TEMP, "train_group_size": 1 if pairs else 2, **flags})
     cfg = resolve(cfg)
-    check_model_dims(cfg, width)
+    cfg = check_model_dims(cfg, width)
     obj = build_objective(cfg, list(ese_layers), with_teacher=teacher, pairs=pairs)
     assert isinstance(obj, Objective)
     return obj

@@ -67,8 +67,12 @@ def _convert(value: Any, tp: Any, name: str, source: str) -> Any:
     if value is None:
         return None
     origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType) and isinstance(value, str) and str in typing.get_args(tp):
-        return value  # e.g. TrainingArguments' "dict | str" fields given a JSON string or a path
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if isinstance(value, str) and str in args:
+            return value  # e.g. TrainingArguments' "dict | str" fields given a JSON string or a path
+        if any(typing.get_origin(a) is typing.Literal and value in typing.get_args(a) for a in args):
+            return value  # a named value beside a list, such as mrl_dims "auto"
     inner, is_list = _base_type(tp)
     try:
         if is_list:

@@ -14,11 +14,19 @@ features, so the teacher may have a different width; with the starting model as 
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import torch
 import torch.nn.functional as F
 
+
 # Defaults of the train flags of this term (the train Config also states them, as non-None defaults).
-SETTINGS = {"distill_w": 1.0, "distill_temperature": 0.05}
+class Settings(TypedDict):
+    distill_w: float
+    distill_temperature: float
+
+
+SETTINGS: Settings = {"distill_w": 1.0, "distill_temperature": 0.05}
 
 
 def similarity_distillation(student_q: torch.Tensor, student_p: torch.Tensor, teacher_q: torch.Tensor,

@@ -23,14 +23,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import TypedDict
 
 import torch
 import torch.nn.functional as F
 
 from .matryoshka import Embeddings, truncate
 
+
 # Defaults of the train flags of this wrapper (declared once, here; resolve fills the flags not given).
-SETTINGS = {"apply_ese": False, "ese_compression_size": 128, "ese_kl_temperature": 1.0}
+class Settings(TypedDict):
+    apply_ese: bool
+    ese_compression_size: int
+    ese_kl_temperature: float
+
+
+SETTINGS: Settings = {"apply_ese": False, "ese_compression_size": 128, "ese_kl_temperature": 1.0}
 
 
 @torch.no_grad()

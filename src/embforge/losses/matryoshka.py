@@ -22,7 +22,7 @@ Embeddings = Sequence[torch.Tensor | None]
 
 
 def truncate(embeddings: Embeddings, dim: int, normalize: bool = True) -> list[torch.Tensor | None]:
-    out = []
+    out: list[torch.Tensor | None] = []
     for x in embeddings:
         if x is None:
             out.append(None)

@@ -15,6 +15,7 @@ each masked vector re-normalised when ``normalize`` (cosine losses), for embeddi
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,12 @@ from .matryoshka import Embeddings
 
 TOPK_MODES = ("magnitude", "value")
 # Defaults of the train flags of this wrapper (declared once, here; resolve fills the flags not given).
-SETTINGS = {"topk_mode": "magnitude", "apply_topk_to_backbone": False}
+class Settings(TypedDict):
+    topk_mode: str
+    apply_topk_to_backbone: bool
+
+
+SETTINGS: Settings = {"topk_mode": "magnitude", "apply_topk_to_backbone": False}
 
 
 def topk_mask(x: torch.Tensor, k: int, mode: str = "magnitude") -> torch.Tensor:

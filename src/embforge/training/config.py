@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from transformers import TrainingArguments
 
@@ -67,14 +67,14 @@ class TrainConfig(TrainingArguments):
                                               aliases=("teacher",))
     distill_w: float = option(1.0, "Weight of the distillation term.")
     distill_temperature: float = option(0.05, "Temperature of the similarity distributions in distillation.")
-    mrl_dims: list[int] | None = option(None, "Matryoshka: train these prefix sizes too, largest first, e.g. "
+    mrl_dims: list[int] | Literal["auto"] | None = option(None, "Matryoshka: train these prefix sizes too, largest first, e.g. "
                                               "384,256,128,64,32.", aliases=("matryoshka_dims",))
     mrl_weights: list[float] | None = option(None, "One weight per --mrl_dims entry (default 1 each).")
     apply_ese: bool | None = option(None, "ESE (2-D Matryoshka): train shallower layers and a compressed prefix "
                                           "too (default false).", aliases=("ese",))
     ese_compression_size: int | None = option(None, "ESE: size of the compressed prefix (default 128).")
     ese_kl_temperature: float | None = option(None, "ESE: temperature of the KL towards the PCA target (default 1.0).")
-    topk_k_list: list[int] | None = option(None, "Multi-TopK: also train the embedding masked to its k largest "
+    topk_k_list: list[int] | Literal["auto"] | None = option(None, "Multi-TopK: also train the embedding masked to its k largest "
                                                  "entries, for each k, e.g. 16,32,64.", aliases=("topk_list",))
     topk_weights: list[float] | None = option(None, "One weight per --topk_k_list entry (default 1 each).")
     topk_mode: str | None = option(None, "Multi-TopK: rank entries by magnitude (|x|) or value (default magnitude).")

@@ -9,8 +9,9 @@ makes the one a resolved train Config asks for.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -22,6 +23,11 @@ from ..losses.matryoshka import matryoshka
 from ..losses.topk import multi_topk
 from .distributed import gather_with_grad, world
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import TrainConfig
+
+#: A loss over embeddings, as the wrappers (TopK, Matryoshka, ESE) compose them.
+LossFn = Callable[..., torch.Tensor]
 
 @dataclass
 class ContrastiveObjective:
@@ -114,22 +120,24 @@ class Objective(ContrastiveObjective):
             if scores is None:
                 raise ValueError("pair losses need scores")
 
-            def base(a, b, _unused=None):
-                return self._base(registry.Pairs(a, b, scores))
+            pair_scores = scores
+
+            def base(a: torch.Tensor, b: torch.Tensor, _unused: torch.Tensor | None = None) -> torch.Tensor:
+                return self._base(registry.Pairs(a, b, pair_scores))
         else:
-            def base(a, b, a_all=None):
+            def base(a: torch.Tensor, b: torch.Tensor, a_all: torch.Tensor | None = None) -> torch.Tensor:
                 return self._base(registry.Groups(a, b, group_size=self.group_size, query_offset=offset, q_all=a_all,
                                                   in_batch=self.in_batch, symmetric=self.symmetric))
 
-        inner = base
-        if self.topk_k_list:
-            def inner(*embs, _f=base):
-                return _f(*embs) + multi_topk(_f, embs, self.topk_k_list, self.topk_weights, self.topk_mode,
-                                              self.normalize)
-        outer = inner
-        if self.mrl_dims:
-            def outer(*embs, _f=inner):
-                return matryoshka(_f, embs, self.mrl_dims, self.mrl_weights, self.normalize)
+        inner: LossFn = base
+        ks, dims = self.topk_k_list, self.mrl_dims
+        if ks:
+            def inner(*embs: torch.Tensor | None, _f: LossFn = base, ks: list[int] = ks) -> torch.Tensor:
+                return _f(*embs) + multi_topk(_f, embs, ks, self.topk_weights, self.topk_mode, self.normalize)
+        outer: LossFn = inner
+        if dims:
+            def outer(*embs: torch.Tensor | None, _f: LossFn = inner, dims: list[int] = dims) -> torch.Tensor:
+                return matryoshka(_f, embs, dims, self.mrl_weights, self.normalize)
 
         parts = 1 + len(self.ese_layers)
         views = [None if x is None else x.chunk(parts, dim=-1) for x in (q, p, q_all)]
@@ -146,7 +154,7 @@ class Objective(ContrastiveObjective):
         return loss
 
 
-def build_objective(cfg: Any, ese_layers: list[int], with_teacher: bool, pairs: bool) -> ContrastiveObjective:
+def build_objective(cfg: TrainConfig, ese_layers: list[int], with_teacher: bool, pairs: bool) -> ContrastiveObjective:
     """The objective a resolved train Config asks for; plain InfoNCE keeps the lean ``ContrastiveObjective``.
 
     Each chosen loss gets its settings read from the Config by the names its spec declares, so a

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EmbforgeError
 from ..losses import distill, ese, registry, topk
 
+if TYPE_CHECKING:  # pragma: no cover
+    from ..data.records import RetrievalRecord, ScoredPair
+    from .config import TrainConfig
+
 logger = logging.getLogger(__name__)
 
-C = TypeVar("C")
 
 DEFAULT_LOSS = "infonce"
 # Defaults of the train fields that are neither a loss's nor a wrapper's setting.
@@ -57,7 +60,7 @@ MRL_LADDER = (2048, 1536, 1024, 768, 512, 256, 128, 64, 32)
 TOPK_LADDER = (16, 32, 64, 128, 256, 512, 1024, 2048)
 
 
-def resolve(cfg: C) -> C:
+def resolve(cfg: TrainConfig) -> TrainConfig:
     """A new Config with every not-given loss field filled from the recipe or the default, after checking
     what needs no model; ``cfg`` itself is left as it was.
 
@@ -126,10 +129,14 @@ def _check_list(values: Any, weights: Any, name: str, weights_name: str, descend
                             "give one weight per entry")
 
 
-def check_data_kind(cfg: Any, records: list, source: Any) -> bool:
-    """True when the records are scored pairs. A loss that needs the other kind fails here, naming both."""
+def check_data_kind(cfg: TrainConfig, records: list[RetrievalRecord] | list[ScoredPair],
+                    source: object) -> TrainConfig:
+    """The config completed for the data (``train_group_size``, when not given). A loss that needs the other
+    kind of records fails here, naming both."""
+    from ..data.records import RetrievalRecord as RecordWithNegatives
     from ..data.records import ScoredPair
 
+    assert cfg.loss is not None, "resolve() first"
     kinds = {type(r).__name__ for r in records}
     if len(kinds) > 1:
         raise EmbforgeError(f"{source}: the data mixes {' and '.join(sorted(kinds))} records; train on one kind")
@@ -147,22 +154,25 @@ def check_data_kind(cfg: Any, records: list, source: Any) -> bool:
     if pairs and cfg.train_group_size not in (None, 1, 2):
         logger.warning("--train_group_size does not apply to scored pairs; ignored")
     if (not pairs and "angle" in cfg.loss and cfg.angle_w and (cfg.train_group_size or 1) > 1
-            and any(not r.neg for r in records)):
+            and any(not r.neg for r in records if isinstance(r, RecordWithNegatives))):
         logger.warning("--loss angle with train_group_size > 1: records without negatives repeat their positive "
                        "as the 'negative' of the angle term; give every record negatives or --train_group_size 1")
-    if cfg.train_group_size is None:
-        no_negatives = not pairs and any(not r.neg for r in records)
-        cfg.train_group_size = 1 if (pairs or ("angle" in cfg.loss and no_negatives)) else 2
-    return pairs
+    if cfg.train_group_size is not None:
+        return cfg
+    no_negatives = not pairs and any(not r.neg for r in records if isinstance(r, RecordWithNegatives))
+    return dataclasses.replace(cfg, train_group_size=1 if (pairs or ("angle" in cfg.loss and no_negatives)) else 2)
 
 
-def check_model_dims(cfg: Any, dim: int) -> None:
-    """Fill "auto" lists from the model's width and check every size against it (before any step)."""
+def check_model_dims(cfg: TrainConfig, dim: int) -> TrainConfig:
+    """The config with "auto" lists filled from the model's width, every size checked against it (before
+    any step)."""
+    filled: dict[str, Any] = {}
     if cfg.mrl_dims == "auto":
-        cfg.mrl_dims = [dim] + [d for d in MRL_LADDER if d < dim]
+        filled["mrl_dims"] = [dim] + [d for d in MRL_LADDER if d < dim]
     if cfg.topk_k_list == "auto":
-        cfg.topk_k_list = [k for k in TOPK_LADDER if k < dim]
-        cfg.apply_topk_to_backbone = True
+        filled.update(topk_k_list=[k for k in TOPK_LADDER if k < dim], apply_topk_to_backbone=True)
+    if filled:
+        cfg = dataclasses.replace(cfg, **filled)
     for name in ("mrl_dims", "topk_k_list"):
         values = getattr(cfg, name)
         if values and max(values) > dim:
@@ -171,8 +181,10 @@ def check_model_dims(cfg: Any, dim: int) -> None:
     if cfg.apply_ese and cfg.ese_compression_size >= dim:
         raise EmbforgeError(f"--ese_compression_size {cfg.ese_compression_size} must be smaller than the model's "
                             f"embedding dimension {dim}")
-    if "angle" in cfg.loss:
-        sizes = [dim] + list(cfg.mrl_dims or []) + ([cfg.ese_compression_size] if cfg.apply_ese else [])
+    if "angle" in (cfg.loss or ()):
+        mrl = cfg.mrl_dims if isinstance(cfg.mrl_dims, list) else []
+        sizes = [dim] + mrl + ([cfg.ese_compression_size] if cfg.apply_ese else [])
         odd = [d for d in sizes if d % 2]
         if odd:
             raise EmbforgeError(f"--loss angle splits embeddings into real and imaginary halves; size {odd[0]} is odd")
+    return cfg

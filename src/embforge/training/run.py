@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -88,8 +90,9 @@ def check_numbers(cfg: TrainConfig) -> None:
         _require("lora_dropout", cfg.lora_dropout, 0 <= cfg.lora_dropout < 1, "in [0, 1)")
 
 
-def load_training_records(cfg: TrainConfig) -> list[RetrievalRecord | ScoredPair]:
-    """Retrieval records or scored pairs, whichever the data holds and the loss (``cfg.loss``, resolved) takes."""
+def load_training_records(cfg: TrainConfig) -> tuple[list[RetrievalRecord] | list[ScoredPair], TrainConfig]:
+    """Retrieval records or scored pairs, whichever the data holds and the loss (``cfg.loss``, resolved)
+    takes, with the config completed for them (``train_group_size``)."""
     source = cfg.train_data or (sanity_data() if cfg.sanity_test else None)
     if source is None:
         raise EmbforgeError("no training data: give --train_data FILE|FOLDER|MIXTURE.yaml (or --sanity_test)")
@@ -102,17 +105,18 @@ def load_training_records(cfg: TrainConfig) -> list[RetrievalRecord | ScoredPair
     warn_unused_scores(records, source)
     if cfg.loss is None:
         cfg = resolve(cfg)
-    pairs = check_data_kind(cfg, records, source if isinstance(source, (str, Path)) else "the training data")
-    if not pairs and cfg.strict and cfg.train_group_size > 1:
-        need = cfg.train_group_size - 1
-        short = next((r for r in records if len(r.neg) < need), None)
+    cfg = check_data_kind(cfg, records, source if isinstance(source, (str, Path)) else "the training data")
+    group_size = cfg.train_group_size or 1
+    if cfg.strict and group_size > 1:
+        need = group_size - 1
+        short = next((r for r in records if isinstance(r, RetrievalRecord) and len(r.neg) < need), None)
         if short is not None:
-            raise EmbforgeError(f"{short.source or source}: train_group_size={cfg.train_group_size} needs {need} "
+            raise EmbforgeError(f"{short.source or source}: train_group_size={group_size} needs {need} "
                                 f"negatives per record, this one has {len(short.neg)} (--strict)")
-    return records
+    return records, cfg
 
 
-def warn_unused_scores(records: list, source: Any) -> None:
+def warn_unused_scores(records: Sequence[RetrievalRecord | ScoredPair], source: object) -> None:
     """Teacher scores in FlagEmbedding data are parsed (and kept by ``mine``) but no loss reads them yet:
     say so once per run rather than let the user believe the training distils them."""
     fields = [name for name in ("pos_scores", "neg_scores") if any(getattr(r, name, None) is not None for r in records)]
@@ -184,7 +188,7 @@ def _train(cfg: TrainConfig, out: Path, given: Encoder | None) -> TrainResult:
 
     cfg = resolve(cfg)
     validate(cfg)
-    records = load_training_records(cfg)
+    records, cfg = load_training_records(cfg)
     encoder = build_encoder(cfg) if given is None else given
     settings = run_settings(cfg, records_digest(records), parameters_digest(encoder))
     main_process = int(os.environ.get("RANK", "0")) == 0
@@ -193,7 +197,7 @@ def _train(cfg: TrainConfig, out: Path, given: Encoder | None) -> TrainResult:
     resume = resolve_resume(out, cfg.resume_from_checkpoint, settings)
     if main_process:
         claim(out, settings)
-    check_model_dims(cfg, encoder.embedding_dim)
+    cfg = check_model_dims(cfg, encoder.embedding_dim)
     teacher = load_teacher(cfg, encoder)
     ese_layers = list(range(1, int(encoder.backbone.config.num_hidden_layers))) if cfg.apply_ese else []
     apply_parameter_efficiency(encoder, cfg)
@@ -201,7 +205,7 @@ def _train(cfg: TrainConfig, out: Path, given: Encoder | None) -> TrainResult:
     if cfg.gradient_checkpointing:
         for tower in encoder.towers():
             tower.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        cfg.gradient_checkpointing = False  # done above; the Trainer would look for it on the Encoder
+        cfg = dataclasses.replace(cfg, gradient_checkpointing=False)  # done above; not the Trainer's to redo
     pairs = isinstance(records[0], ScoredPair)
     objective = build_objective(cfg, ese_layers, with_teacher=teacher is not None, pairs=pairs)
     trainer = EmbeddingTrainer(encoder=encoder, records=records, objective=objective, args=cfg,
