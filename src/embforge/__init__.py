@@ -50,7 +50,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from . import csr, data
     from .api import (
         Encoder,
-        RunConfig,
         command,
         encode,
         evaluate,
@@ -69,6 +68,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .merging import MergeConfig
     from .mining.config import MineConfig
     from .model.encoder import EncoderConfig
+    from .pipeline.config import RunConfig
     from .training.config import TrainConfig
 
 

@@ -12,11 +12,16 @@ import dataclasses
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+import types
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .config import add_arguments, config_from_args, did_you_mean
 from .errors import EmbforgeError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from _typeshed import DataclassInstance
 
 # name -> (module, takes an optional YAML config as its first positional argument; or, as a string, the
 # Config field that the first positional argument fills, for commands whose input is a file or folder)
@@ -33,7 +38,7 @@ COMMANDS: dict[str, tuple[str, bool | str]] = {
 }
 
 
-def _load(name: str):
+def _load(name: str) -> types.ModuleType:
     return importlib.import_module(COMMANDS[name][0])
 
 
@@ -74,7 +79,12 @@ def _add_command(p: argparse.ArgumentParser, config_cls: type, takes_yaml: bool 
     add_arguments(p, config_cls, skip=skip)
 
 
-def _resolve(module, args: argparse.Namespace) -> tuple[str, type, object] | None:
+# The run function takes the Config class paired with it; that pairing is made at run time (per command
+# module), so the run function is typed by what it accepts in general.
+Resolved = tuple[str, "type[DataclassInstance]", Callable[[Any], object]]
+
+
+def _resolve(module: types.ModuleType, args: argparse.Namespace) -> Resolved | None:
     """(name for messages, Config class, run function) of the command or group subcommand given."""
     subcommands = getattr(module, "SUBCOMMANDS", None)
     if not subcommands:
@@ -105,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _quiet_libraries()
         cfg = config_from_args(config_cls, args, getattr(args, "config", None))
-        run(cfg)  # type: ignore[operator]
+        run(cfg)
     except EmbforgeError as exc:
         if debug:
             raise

@@ -152,7 +152,7 @@ def from_dict(cls: type[T], data: dict[str, Any], source: str = "config", base: 
         raise EmbforgeError(f"{source}: {exc}") from exc
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise EmbforgeError(f"{p}: config file not found")

@@ -43,8 +43,9 @@ def encode_file(cfg: EncodeConfig) -> Path:
         value = getattr(cfg, flag)
         if value is not None and value < 1:
             raise EmbforgeError(f"--{flag} must be at least 1, got {value}")
-    lengths = {"query_max_len": cfg.max_length, "passage_max_len": cfg.max_length} if cfg.max_length else {}
-    encoder = Encoder.from_pretrained(cfg.model, pooling=cfg.pooling, normalize=cfg.normalize, **lengths)
+    # a None override keeps the folder's own setting, so an unset --max_length changes nothing
+    encoder = Encoder.from_pretrained(cfg.model, pooling=cfg.pooling, normalize=cfg.normalize,
+                                      query_max_len=cfg.max_length, passage_max_len=cfg.max_length)
     texts, ids = read_texts(cfg.input, cfg.field)
     emb = encoder.encode(texts, batch_size=cfg.batch_size, is_query=cfg.is_query, dim=cfg.dim)
     import io
@@ -56,7 +57,7 @@ def encode_file(cfg: EncodeConfig) -> Path:
         arrays = {"embeddings": emb}
         if ids is not None:
             arrays["ids"] = np.asarray(ids)
-        np.savez(buf, **arrays)
+        np.savez(buf, allow_pickle=True, **arrays)
     atomic_write_bytes(out, buf.getvalue())
     print(f"wrote {emb.shape[0]} x {emb.shape[1]} embeddings to {out}")
     return out

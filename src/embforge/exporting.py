@@ -25,6 +25,8 @@ from .config import option
 from .errors import EmbforgeError
 
 if TYPE_CHECKING:  # pragma: no cover
+    import onnxruntime as ort
+
     from .model.encoder import Encoder
 
 FORMATS = ("sentence-transformers", "onnx")
@@ -101,7 +103,7 @@ def _trace(graph: nn.Module, args: tuple[torch.Tensor, ...], path: Path, opset: 
                                 f"exporter failed too: {legacy_error}); pip install 'embforge[onnx]'") from exc
 
 
-def onnx_session(path: Path):
+def onnx_session(path: Path) -> ort.InferenceSession | None:
     try:
         import onnxruntime as ort
     except ImportError:
@@ -111,7 +113,7 @@ def onnx_session(path: Path):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def run_onnx(session: Any, features: dict[str, torch.Tensor]) -> np.ndarray:
+def run_onnx(session: ort.InferenceSession, features: dict[str, torch.Tensor]) -> np.ndarray:
     feeds = {"input_ids": features["input_ids"].numpy().astype(np.int64),
              "attention_mask": features["attention_mask"].numpy().astype(np.int64)}
     return session.run(["sentence_embedding"], feeds)[0]
@@ -143,7 +145,7 @@ def verify_sentence_transformers(encoder: Encoder, output_dir: Path) -> float | 
     return float(np.abs(got - want).max())
 
 
-def export_model(model: str | os.PathLike | None, fmt: str, output_dir: str | os.PathLike,
+def export_model(model: str | os.PathLike[str] | None, fmt: str, output_dir: str | os.PathLike[str],
                  opset: int = 18, verify: bool = True, tolerance: float = 1e-4,
                  overwrite: bool = False) -> dict[str, Any]:
     """Export ``model`` to ``output_dir`` in ``fmt``; returns what was written and the check's max diff."""

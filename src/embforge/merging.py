@@ -82,8 +82,8 @@ def _finish(acc: dict[str, torch.Tensor], like: dict[str, torch.Tensor]) -> dict
     return {k: v.to(like[k].dtype) if like[k].is_floating_point() else v for k, v in acc.items()}
 
 
-def merge_models(models: Sequence[str | os.PathLike | None], weights: Sequence[float] | None,
-                 output_dir: str | os.PathLike, overwrite: bool = False) -> dict[str, Any]:
+def merge_models(models: Sequence[str | os.PathLike[str] | None], weights: Sequence[float] | None,
+                 output_dir: str | os.PathLike[str], overwrite: bool = False) -> dict[str, Any]:
     """Average ``models`` (folders; None = the embedded default model) into ``output_dir``.
 
     Models are loaded one at a time, so peak memory is two models whatever their number. Returns a

@@ -13,7 +13,10 @@ Torch is imported on first use, so ``embforge --help`` stays fast.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .config import EmbedConfig, EncodeConfig, TrainConfig
 
@@ -32,6 +35,8 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from _typeshed import DataclassInstance
+
     from ..protocols import EncoderLike
     from .data import load_train_data
     from .head import SparseTextEncoder, load_stacked, save_stacked, to_sparse_encoder
@@ -40,8 +45,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from .sparse import SparseCodes, encode_dense
     from .training import TrainResult
 
+_C = TypeVar("_C", bound="DataclassInstance")
 
-def _config(cls: type, config: Any, kwargs: dict[str, Any]) -> Any:
+
+def _config(cls: type[_C], config: _C | str | os.PathLike[str] | Mapping[str, Any] | None,
+            kwargs: dict[str, Any]) -> _C:
     """The same config building as the rest of the API: aliases, YAML paths, did-you-mean on typos,
     keyword arguments on top of a given config."""
     from ..config import build_config
@@ -49,7 +57,8 @@ def _config(cls: type, config: Any, kwargs: dict[str, Any]) -> Any:
     return build_config(cls, config, kwargs)
 
 
-def embed(config: EmbedConfig | str | dict[str, Any] | None = None, encoder: EncoderLike | None = None, **kwargs: Any):
+def embed(config: EmbedConfig | str | dict[str, Any] | None = None, encoder: EncoderLike | None = None,
+          **kwargs: Any) -> Path:
     """Precompute embeddings into an npz; returns its path. ``encoder``: an already loaded Encoder
     to use instead of loading ``model``."""
     from .embedding import embed as _embed
@@ -57,14 +66,15 @@ def embed(config: EmbedConfig | str | dict[str, Any] | None = None, encoder: Enc
     return _embed(_config(EmbedConfig, config, kwargs), encoder=encoder)
 
 
-def train(config: TrainConfig | str | dict[str, Any] | None = None, show_progress: bool = True, **kwargs: Any):
+def train(config: TrainConfig | str | dict[str, Any] | None = None, show_progress: bool = True,
+          **kwargs: Any) -> TrainResult:
     """Train a CSR model; returns a TrainResult (output_dir, model, report)."""
     from .training import train as _train
 
     return _train(_config(TrainConfig, config, kwargs), show_progress=show_progress)
 
 
-def encode(config: EncodeConfig | str | dict[str, Any] | None = None, **kwargs: Any):
+def encode(config: EncodeConfig | str | dict[str, Any] | None = None, **kwargs: Any) -> SparseCodes:
     """Sparse codes of dense embeddings (or of texts, with a stacked folder); returns SparseCodes."""
     from .encoding import encode as _encode
 

@@ -91,7 +91,7 @@ def embed(cfg: EmbedConfig, encoder: EncoderLike | None = None) -> Path:
         arrays["queries"] = q_emb[[where_q[t] for t in queries]]
         arrays["pair_index"] = np.asarray(pair_rows, dtype=np.int64)
     buf = io.BytesIO()
-    np.savez(buf, **arrays)  # uncompressed, so csr train can memory-map it
+    np.savez(buf, allow_pickle=True, **arrays)  # uncompressed, so csr train can memory-map it
     atomic_write_bytes(out, buf.getvalue())
     extra = f", {len(queries)} query/document pairs" if queries else ""
     extra += ", labels" if "labels" in arrays else ""

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ..errors import EmbforgeError
 from .model import CONFIG_NAME, CSRModel
 from .sparse import SparseCodes, encode_dense
@@ -49,7 +51,7 @@ def write_st_sparse_autoencoder(csr: CSRModel, folder: Path) -> Path:
     return folder
 
 
-def save_stacked(encoder: Encoder, csr: CSRModel, folder: str | os.PathLike) -> Path:
+def save_stacked(encoder: Encoder, csr: CSRModel, folder: str | os.PathLike[str]) -> Path:
     """Write encoder + CSR head atomically to ``folder``."""
     from ..paths import atomic_dir
 
@@ -64,7 +66,7 @@ def save_stacked(encoder: Encoder, csr: CSRModel, folder: str | os.PathLike) -> 
     return folder
 
 
-def to_sparse_encoder(folder: str | os.PathLike, device: str = "cpu") -> Any:
+def to_sparse_encoder(folder: str | os.PathLike[str], device: str = "cpu") -> Any:
     """A sentence_transformers.SparseEncoder with the folder's dense modules and its CSR head."""
     from sentence_transformers import SentenceTransformer, SparseEncoder
     from sentence_transformers.sparse_encoder.modules import SparseAutoEncoder
@@ -77,7 +79,7 @@ def to_sparse_encoder(folder: str | os.PathLike, device: str = "cpu") -> Any:
     return SparseEncoder(modules=[*dense, head], device=device)
 
 
-def is_stacked(folder: str | os.PathLike) -> bool:
+def is_stacked(folder: str | os.PathLike[str]) -> bool:
     return (Path(folder) / CSR_SUBFOLDER / CONFIG_NAME).is_file()
 
 
@@ -98,12 +100,12 @@ class SparseTextEncoder:
         dense = self.encoder.encode(texts, batch_size=batch_size, is_query=is_query, show_progress=show_progress)
         return encode_dense(self.csr, dense, topk)
 
-    def encode_dense(self, texts: str | Sequence[str], **kwargs: Any):
+    def encode_dense(self, texts: str | Sequence[str], **kwargs: Any) -> np.ndarray:
         """The codes as a (n, hidden_size) dense array (what SparseEncoder.encode returns, densified)."""
         return self.encode(texts, **kwargs).dense()
 
 
-def load_stacked(folder: str | os.PathLike, device: str | None = None) -> SparseTextEncoder:
+def load_stacked(folder: str | os.PathLike[str], device: str | None = None) -> SparseTextEncoder:
     from ..model import Encoder
 
     folder = Path(folder)

@@ -122,7 +122,7 @@ class CSRModel(nn.Module):
         return top_k(masked, k)
 
     # ------------------------------------------------------------------ files
-    def save(self, folder: str | Path, extra: dict | None = None) -> Path:
+    def save(self, folder: str | Path, extra: dict[str, object] | None = None) -> Path:
         from safetensors.torch import save_file
 
         folder = Path(folder)

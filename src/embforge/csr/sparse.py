@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,6 +17,9 @@ from tqdm.auto import tqdm
 
 from ..errors import EmbforgeError
 from .model import CSRModel
+
+if TYPE_CHECKING:  # pragma: no cover
+    import scipy.sparse as sp
 
 
 @dataclass
@@ -32,7 +36,7 @@ class SparseCodes:
     def k(self) -> int:
         return int(self.indices.shape[1])
 
-    def to_scipy(self):
+    def to_scipy(self) -> sp.csr_matrix:
         """(n, hidden_size) scipy CSR matrix; explicit zeros dropped."""
         import scipy.sparse as sp
 
@@ -57,7 +61,7 @@ class SparseCodes:
         if self.ids is not None:
             arrays["ids"] = np.asarray(self.ids)
         buf = io.BytesIO()
-        np.savez(buf, **arrays)
+        np.savez(buf, allow_pickle=True, **arrays)
         atomic_write_bytes(path, buf.getvalue())
         return path
 

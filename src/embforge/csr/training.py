@@ -110,7 +110,7 @@ def step_losses(model: CSRModel, x: torch.Tensor, k: int, cfg: TrainConfig, labe
         out["label_cl"] = losses.label_contrastive(dense, labels, cfg.temperature)
     weights = {"recon_k": 1.0, "recon_multi_k": cfg.multi_k_coef, "auxk": cfg.auxk_coef, "cl": cfg.cl_coef,
                "label_cl": cfg.cl_coef if cfg.label_cl_coef is None else cfg.label_cl_coef}
-    out["total"] = sum(weights[name] * value for name, value in out.items())  # type: ignore[assignment]
+    out["total"] = sum(weights[name] * value for name, value in out.items())
     return out
 
 

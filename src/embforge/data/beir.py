@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import EmbforgeError, where
 from .jsonl import iter_dicts, iter_lines
@@ -21,13 +22,13 @@ class BeirSplit:
     qrels: dict[str, dict[str, int]]  # query id -> {doc id: relevance}
 
 
-def _jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise EmbforgeError(f"{path}: file not found")
     return iter_dicts(path)
 
 
-def _field(obj: dict, key: str, path: Path, n: int, default: str | None = None) -> str:
+def _field(obj: dict[str, Any], key: str, path: Path, n: int, default: str | None = None) -> str:
     """A text field; ``_id`` may also be an integer (some exports write numeric ids), nothing else may."""
     value = obj.get(key, default)
     if value is None:
@@ -39,7 +40,7 @@ def _field(obj: dict, key: str, path: Path, n: int, default: str | None = None) 
     return str(value)
 
 
-def _unique_id(obj: dict, path: Path, n: int, seen: dict[str, int], bad: BadRecords | None) -> str | None:
+def _unique_id(obj: dict[str, Any], path: Path, n: int, seen: dict[str, int], bad: BadRecords | None) -> str | None:
     """The line's ``_id``, or None when an earlier line has it (reported through ``bad``).
 
     A dict would keep the last copy silently: a judged document vanishes and the counts lie, so a

@@ -7,7 +7,7 @@ JSONL file, a parquet file and a ``save_to_disk`` folder, and a bad value gets t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .problems import BadRecord, warn_or_raise
@@ -140,7 +140,7 @@ def angle_c_record(obj: Mapping[str, Any], loc: str, strict: bool = False) -> Re
     return RetrievalRecord(query=_text(obj, "text", loc), pos=[_text(obj, "positive", loc)], source=loc)
 
 
-RULES = {"flag": flag_record, "angle-a": angle_a_record, "angle-b": angle_b_record, "angle-c": angle_c_record}
+RULES: dict[str, Callable[[Mapping[str, Any], str, bool], RetrievalRecord | ScoredPair]] = {"flag": flag_record, "angle-a": angle_a_record, "angle-b": angle_b_record, "angle-c": angle_c_record}
 
 
 def to_record(obj: Any, fmt: str, loc: str, strict: bool = False) -> RetrievalRecord | ScoredPair:

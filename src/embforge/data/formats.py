@@ -173,6 +173,6 @@ def iter_records(source: str | Path | InMemoryData | Any, *, format: str | None 
         bad.log_summary(label)
 
 
-def count_records(source: str | Path, **kwargs) -> int:
+def count_records(source: str | Path, **kwargs: Any) -> int:
     """Valid records in one streaming pass (memory stays constant for JSONL and row formats)."""
     return sum(1 for _ in iter_records(source, **kwargs))

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EmbforgeError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import datasets
 
 BUILDERS = {"parquet": "parquet", "csv": "csv", "hf-jsonl": "json"}
 
@@ -22,7 +25,7 @@ def is_hf_disk_folder(path: Path) -> bool:
                               or ((path / "state.json").is_file() and (path / "dataset_info.json").is_file()))
 
 
-def _from_disk(path: Path, split: str | None):
+def _from_disk(path: Path, split: str | None) -> datasets.Dataset:
     import datasets
 
     try:

@@ -8,12 +8,18 @@ and not mid-run.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..config import option
 from ..errors import EmbforgeError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .formats import Record
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -31,18 +37,20 @@ class DataConfig:
                                     "instead of stopping at the first.")
 
 
-def _record_json(record: Any) -> dict[str, Any]:
-    if hasattr(record, "to_json"):
-        return record.to_json()
-    return {"text1": record.text1, "text2": record.text2, "label": record.score}
+def _record_json(record: Record) -> dict[str, Any]:
+    from .records import ScoredPair
+
+    if isinstance(record, ScoredPair):
+        return {"text1": record.text1, "text2": record.text2, "label": record.score}
+    return record.to_json()
 
 
-def _reservoir(stream, k: int, seed: int) -> tuple[int, list[Any]]:
+def _reservoir(stream: Iterable[_T], k: int, seed: int) -> tuple[int, list[_T]]:
     """(count, k records chosen uniformly) in one pass, so a huge file is never held whole."""
     import random
 
     rng = random.Random(seed)
-    kept: list[tuple[int, Any]] = []
+    kept: list[tuple[int, _T]] = []
     n = 0
     for n, rec in enumerate(stream, 1):
         if len(kept) < k:
@@ -52,6 +60,12 @@ def _reservoir(stream, k: int, seed: int) -> tuple[int, list[Any]]:
             if j < k:
                 kept[j] = (n, rec)
     return n, [rec for _, rec in sorted(kept, key=lambda pair: pair[0])]
+
+
+def _noting_kinds(stream: Iterable[Record], kinds: set[str]) -> Iterator[Record]:
+    for record in stream:
+        kinds.add(type(record).__name__)
+        yield record
 
 
 def _npz_report(path: Path) -> dict[str, Any]:
@@ -71,7 +85,7 @@ def inspect(cfg: DataConfig) -> dict[str, Any]:
         raise EmbforgeError(f"--sample must be >= 0, got {cfg.sample}")
     path = Path(cfg.source)
     fmt = cfg.format or ("hf-disk" if cfg.load_from_disk else detect_format(path))
-    sample: list[Any] = []
+    sample: list[Record] = []
     if fmt == "npz":
         report = _npz_report(path)
     elif fmt == "mixture":
@@ -88,7 +102,7 @@ def inspect(cfg: DataConfig) -> dict[str, Any]:
         bad = BadRecords(skip=cfg.skip_bad_records)
         stream = iter_records(path, format=fmt, split=cfg.split, strict=cfg.strict, bad_records=bad)
         seen: set[str] = set()
-        count, sample = _reservoir((seen.add(type(r).__name__) or r for r in stream), cfg.sample, cfg.seed)
+        count, sample = _reservoir(_noting_kinds(stream, seen), cfg.sample, cfg.seed)
         kinds = sorted(seen)
         report = {"source": str(path), "format": fmt, "split": cfg.split, "count": count,
                   "kind": ", ".join(kinds) or None, "bad_records": bad.as_dict()}

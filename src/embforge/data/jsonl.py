@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..errors import EmbforgeError, where
 from .problems import BadRecord, BadRecords
 
 
-def open_checked(path: Path):
+def open_checked(path: Path) -> BinaryIO:
     """Open for binary reading, turning OS errors into one readable line."""
     if not path.exists():
         raise EmbforgeError(f"{path}: file not found")
@@ -43,7 +43,7 @@ def iter_objects(path: Path, bad: BadRecords) -> Iterator[tuple[int, Any]]:
             bad.handle(BadRecord(where(path, n), f"invalid JSON: {exc.msg} (column {exc.colno})"))
 
 
-def iter_dicts(path: Path, expected: str = "a JSON object") -> Iterator[tuple[int, dict]]:
+def iter_dicts(path: Path, expected: str = "a JSON object") -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for every non-blank line; the first malformed line is an error."""
     for n, obj in iter_objects(path, BadRecords(skip=False)):
         if not isinstance(obj, dict):

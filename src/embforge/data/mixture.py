@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -258,7 +258,7 @@ def load_mixture_config(yaml_path: str | Path) -> MixtureConfig:
     return cfg
 
 
-def _read(spec: DatasetSpec, **kwargs: Any):
+def _read(spec: DatasetSpec, **kwargs: Any) -> Iterator[Record]:
     return iter_records(spec.path, format=spec.format, split=spec.split, **kwargs)
 
 

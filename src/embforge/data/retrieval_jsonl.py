@@ -15,7 +15,7 @@ from ..errors import EmbforgeError, where
 from .jsonl import iter_dicts
 
 
-def _string_list(obj: dict, key: str, path: Path, n: int, required: bool) -> list[str]:
+def _string_list(obj: dict[str, Any], key: str, path: Path, n: int, required: bool) -> list[str]:
     value = obj.get(key)
     if value is None:
         if required:

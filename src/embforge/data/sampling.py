@@ -138,7 +138,8 @@ class NoDuplicateBatchSampler:
         if self._cache is not None and self._cache[0] == epoch:
             return self._cache[1]
         n = len(self._texts)
-        order = (np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)).tolist()
+        order: list[int] = (np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle
+                            else np.arange(n)).tolist()
         size = self.global_batch_size
         batches: list[list[int]] = []
         deferred: list[int] = []
@@ -162,15 +163,15 @@ class NoDuplicateBatchSampler:
             took_deferred = len(deferred) > len(still_deferred)
             deferred = still_deferred
             while len(batch) < size and not exhausted:
-                i = next(stream, None)
-                if i is None:
+                j = next(stream, None)
+                if j is None:
                     exhausted = True
                     break
-                if seen.isdisjoint(self._texts[i]):
-                    batch.append(i)
-                    seen |= self._texts[i]
+                if seen.isdisjoint(self._texts[j]):
+                    batch.append(j)
+                    seen |= self._texts[j]
                 else:
-                    deferred.append(i)
+                    deferred.append(j)
                     clashed = True
             if not batch:  # cannot happen (a lone record never clashes), but never loop forever
                 break

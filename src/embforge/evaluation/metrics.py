@@ -98,7 +98,7 @@ def msmarco_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
             if f"{m}@{k}" in metrics}
 
 
-def sts_metrics(predicted: Sequence[float], gold: Sequence[float]) -> dict[str, float]:
+def sts_metrics(predicted: Sequence[float] | np.ndarray, gold: Sequence[float]) -> dict[str, float]:
     """Spearman and Pearson correlation between predicted similarities and gold scores."""
     from scipy.stats import pearsonr, spearmanr
 

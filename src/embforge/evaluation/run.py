@@ -18,14 +18,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..model.encoder import Encoder
 
 
-def jsonl_task(path: Path):
+def jsonl_task(path: Path) -> RetrievalTask:
     """Query/pos JSONL -> retrieval task: the corpus is every pos (and neg) text, relevance = the pos."""
     from ..data.retrieval_jsonl import read_query_jsonl
 
     return records_task(read_query_jsonl(path), str(path))
 
 
-def records_task(records: Sequence[dict[str, Any]], source: str):
+def records_task(records: Sequence[dict[str, Any]], source: str) -> RetrievalTask:
     """Query/pos dicts -> retrieval task, as :func:`jsonl_task` reads them from a file."""
     from .retrieval import RetrievalTask
 

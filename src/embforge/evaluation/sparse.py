@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -89,6 +90,10 @@ def dense_query_one(docs: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
     return part[np.argsort(-scores[part], kind="stable")]
 
 
+def _dense_query_at(docs: np.ndarray, queries: np.ndarray, k: int, i: int) -> np.ndarray:
+    return dense_query_one(docs, queries[i], k)
+
+
 def _one_blas_thread() -> Any:
     """Single-query latency is measured on one BLAS thread: a lone matrix-vector product gains little
     from threads, and on a busy machine waking them dominates (and blurs) the timing."""
@@ -97,7 +102,7 @@ def _one_blas_thread() -> Any:
     return threadpool_limits(1)
 
 
-def latency_ms(fn: Callable[[int], Any], n_queries: int, limit: int = 200, repeats: int = 3) -> dict[str, float]:
+def latency_ms(fn: Callable[[int], object], n_queries: int, limit: int = 200, repeats: int = 3) -> dict[str, float]:
     """Median and p95 wall time of one single-query search, best of ``repeats`` passes per query."""
     times = []
     with _one_blas_thread():
@@ -154,8 +159,7 @@ def evaluate_sparse_retrieval(encoder: EncoderLike, csr: CSRModel, task: Retriev
         dd64 = np.ascontiguousarray(dd)
         name = f"dense {dim}" + (" (truncated)" if dim < full else " (full)")
         methods[name] = {"active_dims": dim, **retrieval_metrics(dict(zip(qids, ranked)), task.qrels, ks),
-                         "latency": latency_ms(lambda i, qq=qq, dd64=dd64: dense_query_one(dd64, qq[i], max(ks)),
-                                               len(qids), latency_queries)}
+                         "latency": latency_ms(partial(_dense_query_at, dd64, qq, max(ks)), len(qids), latency_queries)}
     return {"task": "sparse_retrieval", "corpus_size": len(doc_ids), "queries": len(qids), "ks": ks,
             "hidden_size": csr.hidden_size, "methods": methods,
             "nonzeros_per_code": {side: {"mean": float((c.values > 0).sum(1).mean()),
@@ -215,6 +219,8 @@ def evaluate_sparse(cfg: EvalConfig, encoder: Encoder | None = None,
     task, data = loaded.task, loaded.label
     if task is None:
         raise EmbforgeError("--sparse evaluates retrieval; give a BEIR folder or a query/pos JSONL as --data")
+    if not cfg.sparse:
+        raise EmbforgeError("evaluate_sparse needs cfg.sparse: a CSR model folder")
     folder = Path(cfg.sparse)
     if not folder.is_dir():
         raise EmbforgeError(f"--sparse {folder}: CSR model folder not found")

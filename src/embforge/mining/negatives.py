@@ -73,7 +73,7 @@ def faiss_search(queries: np.ndarray, pool: np.ndarray, k: int, use_gpu: bool = 
     """Exact inner-product top-k with faiss (IndexFlatIP), on every GPU when asked and present."""
     import faiss
 
-    index = faiss.IndexFlatIP(pool.shape[1])
+    index: faiss.Index = faiss.IndexFlatIP(pool.shape[1])
     device = "cpu"
     if use_gpu:
         if getattr(faiss, "get_num_gpus", lambda: 0)() > 0:

@@ -84,7 +84,8 @@ def _attention_mask_position(layer: nn.Module) -> int | None:
     return names.index("attention_mask") if "attention_mask" in names else None
 
 
-def _bidirectional_pre_hook(layer: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+def _bidirectional_pre_hook(layer: nn.Module, args: tuple[Any, ...],
+                            kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     if "attention_mask" in kwargs:
         kwargs["attention_mask"] = bidirectional_from_causal(kwargs["attention_mask"])
         return args, kwargs

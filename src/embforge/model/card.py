@@ -25,7 +25,7 @@ CARD_FILE = "README.md"
 TABLE_METRICS = ("nDCG@10", "MRR@10", "Recall@10", "Recall@100", "MAP@10", "spearman", "pearson")
 
 
-def load_card_data(folder: str | os.PathLike) -> dict[str, Any]:
+def load_card_data(folder: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(folder) / CARD_DATA
     if not path.is_file():
         return {}
@@ -36,7 +36,7 @@ def load_card_data(folder: str | os.PathLike) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def save_card(folder: str | os.PathLike, data: dict[str, Any]) -> Path:
+def save_card(folder: str | os.PathLike[str], data: dict[str, Any]) -> Path:
     """Write ``model_card.json`` and the rendered README.md (each atomically)."""
     folder = Path(folder)
     atomic_write_bytes(folder / CARD_DATA, json.dumps(data, indent=2, default=str).encode("utf-8"))
@@ -53,7 +53,7 @@ def _settings(folder: Path) -> dict[str, Any]:
         return {}
 
 
-def _copy_plot(src: str | os.PathLike | None, folder: Path, name: str) -> str | None:
+def _copy_plot(src: str | os.PathLike[str] | None, folder: Path, name: str) -> str | None:
     """Copy a plot into the model folder (so the card's image link travels with it); its new name."""
     if not src or not Path(src).is_file():
         return None
@@ -148,7 +148,7 @@ def render_card(data: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def model_label(model: str | os.PathLike | None) -> str:
+def model_label(model: str | os.PathLike[str] | None) -> str:
     """A model's name for people: the embedded default model by name, anything else by its path."""
     from ..paths import DEFAULT_MODEL_NAME, default_model_path
 
@@ -162,7 +162,7 @@ def model_label(model: str | os.PathLike | None) -> str:
     return str(model)
 
 
-def save_training_card(folder: str | os.PathLike, out: str | os.PathLike, report: Mapping[str, Any],
+def save_training_card(folder: str | os.PathLike[str], out: str | os.PathLike[str], report: Mapping[str, Any],
                        hyperparameters: Mapping[str, Any]) -> Path:
     """Card for a freshly trained model in ``folder``: the run's report and hyper-parameters, and the
     loss curve that training wrote to ``out``."""
@@ -176,7 +176,7 @@ def save_training_card(folder: str | os.PathLike, out: str | os.PathLike, report
     return save_card(folder, data)
 
 
-def write_merge_card(folder: str | os.PathLike, summary: Mapping[str, Any]) -> Path:
+def write_merge_card(folder: str | os.PathLike[str], summary: Mapping[str, Any]) -> Path:
     """Card for a merged model: the first model's card (its training history) plus the merge."""
     from .io import model_root
 
@@ -191,8 +191,8 @@ def write_merge_card(folder: str | os.PathLike, summary: Mapping[str, Any]) -> P
     return save_card(folder, data)
 
 
-def add_eval(folder: str | os.PathLike, name: str, report: Mapping[str, Any],
-             plot: str | os.PathLike | None = None) -> Path:
+def add_eval(folder: str | os.PathLike[str], name: str, report: Mapping[str, Any],
+             plot: str | os.PathLike[str] | None = None) -> Path:
     """Add (or replace) one evaluation row, from an ``embforge eval`` report, and re-render the card."""
     folder = Path(folder)
     data = load_card_data(folder)

@@ -125,7 +125,7 @@ class Encoder(nn.Module):
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike | None = None, *, device: str | None = None,
+    def from_pretrained(cls, name_or_path: str | os.PathLike[str] | None = None, *, device: str | None = None,
                         dtype: torch.dtype | None = None, load_kbit: int | None = None,
                         is_llm: bool = False, **overrides: Any) -> Encoder:
         """Load an embforge, sentence-transformers or plain Hugging Face folder.
@@ -200,7 +200,7 @@ class Encoder(nn.Module):
         return {"pooling": "lasttoken", "normalize": True, "query_max_len": max_len, "passage_max_len": max_len,
                 "padding_side": "left", "append_eos": tokenizer.eos_token_id is not None}
 
-    def save(self, output_dir: str | os.PathLike, *, overwrite: bool = False, command: str = "save") -> Path:
+    def save(self, output_dir: str | os.PathLike[str], *, overwrite: bool = False, command: str = "save") -> Path:
         """Write the folder atomically: it loads with AutoModel, SentenceTransformer and Encoder.
 
         A non-empty folder that embforge did not write as ``command``'s output is refused unless
@@ -229,7 +229,7 @@ class Encoder(nn.Module):
         write_encoder_files(folder, dataclasses.asdict(self.config), self.hidden_size, states)
         usual_file_modes(folder)
 
-    def load_extra_weights(self, folder: str | os.PathLike) -> None:
+    def load_extra_weights(self, folder: str | os.PathLike[str]) -> None:
         """Restore what lives beside the main backbone in a saved folder: the dense head and the query
         tower. Resuming from a checkpoint needs this on top of the backbone's own weights."""
         folder = Path(folder)
@@ -350,7 +350,7 @@ class Encoder(nn.Module):
         encoder normalises).
         """
         single = isinstance(texts, str)
-        texts = [texts] if single else list(texts)
+        texts = [texts] if isinstance(texts, str) else list(texts)
         if dim is not None and not 0 < dim <= self.embedding_dim:
             raise EmbforgeError(f"dim must be between 1 and {self.embedding_dim}, got {dim}")
         if batch_size <= 0:

@@ -68,7 +68,7 @@ def check_layers(layers: list[dict[str, Any]] | None) -> list[dict[str, Any]] | 
         unknown = set(raw) - set(_LAYER_KEYS)
         if unknown:
             raise EmbforgeError(f"dense layer #{i}: unknown key(s) {', '.join(sorted(unknown))}")
-        layer = {"in_features": int(raw["in_features"]), "out_features": int(raw["out_features"]),
+        layer: dict[str, Any] = {"in_features": int(raw["in_features"]), "out_features": int(raw["out_features"]),
                  "bias": bool(raw.get("bias", True)), "activation": str(raw.get("activation", "identity")).lower(),
                  "on_tokens": bool(raw.get("on_tokens", False))}
         if layer["activation"] not in ACTIVATIONS:
@@ -100,7 +100,7 @@ class DenseLayer(nn.Module):
 class DenseHead(nn.Module):
     """The dense layers of an Encoder; ``tokens`` runs before pooling, ``pooled`` after it."""
 
-    def __init__(self, layers: list[dict[str, Any]]):
+    def __init__(self, layers: list[dict[str, Any]] | None):
         super().__init__()
         specs = check_layers(layers)
         if not specs:

@@ -96,11 +96,20 @@ def ensure_brackets(tokenizer: Any, towers: list[nn.Module], style: str) -> dict
             if old_rows < len(tokenizer):
                 tower.resize_token_embeddings(len(tokenizer))
                 _spread_new_rows(tower.get_input_embeddings().weight, old_rows)
-    out = {}
+
+    def one_token(mark: str) -> list[int] | None:
+        """[id] of a mark the tokenizer keeps whole, [] for no mark, None when it splits the mark."""
+        if not mark:
+            return []
+        token = _single_id(tokenizer, mark)
+        return None if token is None else [token]
+
+    out: dict[str, tuple[list[int], list[int]]] = {}
     for side, (opening, closing) in _BRACKETS[style].items():
-        out[side] = ([_single_id(tokenizer, opening)] if opening else [], [_single_id(tokenizer, closing)] if closing else [])
-        if None in out[side][0] + out[side][1]:
+        opening_ids, closing_ids = one_token(opening), one_token(closing)
+        if opening_ids is None or closing_ids is None:
             raise EmbforgeError(f"brackets {style}: the tokenizer cannot encode {opening!r}/{closing!r} as one token")
+        out[side] = (opening_ids, closing_ids)
     return out
 
 

@@ -28,8 +28,8 @@ __all__ = ["MARKERS", "SANITY_DOCS", "SANITY_QUERIES", "Pipeline", "RunConfig", 
            "plot_report", "run", "run_pipeline", "slice_beir", "step_hash", "write_report"]
 
 
-def run_pipeline(config_or_path: str | os.PathLike | Mapping[str, Any], sanity_test: bool = False,
-                 output_dir: str | os.PathLike | None = None, force: bool = False) -> dict[str, Any]:
+def run_pipeline(config_or_path: str | os.PathLike[str] | Mapping[str, Any], sanity_test: bool = False,
+                 output_dir: str | os.PathLike[str] | None = None, force: bool = False) -> dict[str, Any]:
     """Run (or resume) a pipeline; returns the final report (also written to OUTPUT_DIR/report.json).
 
     ``force`` reruns every step even when its marker says it is done.

@@ -26,7 +26,7 @@ from .steps import Pipeline, Step
 MARKERS = ".embforge-steps"
 
 
-def path_digest(path: str | os.PathLike) -> str:
+def path_digest(path: str | os.PathLike[str]) -> str:
     """Content hash of a file, or of a folder's files (relative names + contents); hidden files skipped."""
     p = Path(path)
     h = hashlib.sha256()
@@ -71,7 +71,9 @@ def write_marker(marks: Path, name: str, data: dict[str, Any]) -> None:
 
 
 def is_done(step: Step, marker: dict[str, Any] | None, digest: str) -> bool:
-    return bool(marker) and marker.get("hash") == digest and all(Path(o).exists() for o in step.outputs)
+    if not marker:
+        return False
+    return marker.get("hash") == digest and all(Path(o).exists() for o in step.outputs)
 
 
 def execute(pipe: Pipeline, force: bool = False) -> dict[str, Any]:

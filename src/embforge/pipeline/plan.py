@@ -12,7 +12,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import alias_map, did_you_mean, from_dict, load_yaml
 from ..errors import EmbforgeError
@@ -21,16 +21,22 @@ from .actions import command_action, eval_action, settings_of, train_action
 from .report import write_report
 from .steps import Pipeline, Step
 
+if TYPE_CHECKING:  # pragma: no cover
+    from ..evaluation.config import EvalConfig
+
 SECTIONS = ("mine", "train", "eval", "merge", "report")
 TOP_KEYS = ("name", "model", "output_dir", *SECTIONS)
 REPORT_KEYS = ("title",)
 
 KeyLines = Mapping[tuple[str, ...], int]
+# One section of the YAML: option -> value, as the YAML parser gave it (checked by the step's Config).
+Section = dict[str, Any]
 
 
-def load_pipeline(config: str | os.PathLike | Mapping[str, Any], sanity_test: bool = False,
-                  output_dir: str | os.PathLike | None = None) -> Pipeline:
+def load_pipeline(config: str | os.PathLike[str] | Mapping[str, Any], sanity_test: bool = False,
+                  output_dir: str | os.PathLike[str] | None = None) -> Pipeline:
     """Validate a pipeline YAML (or mapping) and plan its steps; nothing is run or written yet."""
+    lines: KeyLines
     if isinstance(config, Mapping):
         raw, source, lines, here = dict(config), "pipeline", {}, Path(".")
     else:
@@ -69,7 +75,7 @@ class _Planner:
     pipe: Pipeline = dataclasses.field(init=False)
     base_path: str = ""
     base_label: str = ""
-    eval_config: Any = None         # shared by the evaluations of the base, trained and merged models
+    eval_config: EvalConfig | None = None  # shared by the evaluations of the base, trained and merged models
 
     def where(self, *keys: str) -> str:
         return _where(self.source, self.lines, *keys)
@@ -114,15 +120,15 @@ class _Planner:
                              sanity_test=self.sanity_test, models={"base": self.base_path})
         return self.pipe
 
-    def mine(self, section: dict | None) -> str | None:
+    def mine(self, section: Section | None) -> str | None:
         """The mine step; returns the mined file, or None without a mine section."""
         from ..mining import MineConfig, mine, parse_range
 
         if section is None:
             return None
         self.check_keys(MineConfig, section, "mine", reserved=("model_name_or_path", "model", "encoder"))
-        wired = {"model_name_or_path": self.base_path,
-                 "output_file": section.get("output_file") or str(self.out / "mine" / "train.jsonl")}
+        output_file = str(section.get("output_file") or self.out / "mine" / "train.jsonl")
+        wired = {"model_name_or_path": self.base_path, "output_file": output_file}
         cfg = from_dict(MineConfig, {**section, **wired}, source=f"{self.source} [mine]")
         try:
             parse_range(cfg.range_for_sampling)
@@ -130,10 +136,10 @@ class _Planner:
             raise EmbforgeError(f"{self.where('mine', 'range_for_sampling')}: {exc}") from exc
         cfg.input_file = self.data_input(cfg.input_file, "mine.input_file", self.where("mine", "input_file"))
         self.pipe.steps.append(Step("mine", settings_of(cfg), {"data": cfg.input_file, "model": self.base_path},
-                                    [cfg.output_file], command_action(mine, cfg)))
-        return cfg.output_file
+                                    [output_file], command_action(mine, cfg)))
+        return output_file
 
-    def eval(self, section: dict | None) -> None:
+    def eval(self, section: Section | None) -> None:
         """Checks the eval config (shared by every evaluation) and plans the base model's evaluation."""
         from ..evaluation.config import EvalConfig
 
@@ -159,15 +165,16 @@ class _Planner:
 
         if self.eval_config is None:
             return
+        assert self.eval_config.data is not None  # eval() filled it with an existing path
         report = str(self.out / "eval" / f"{label}.json")
         cfg = dataclasses.replace(self.eval_config, model=model, report=report)
         self.pipe.reports[label] = report
         card_model = None if label == "base" else model
-        inputs = {"data": cfg.data} | ({"model": model} if not after else {})
+        inputs = {"data": self.eval_config.data} | ({"model": model} if not after else {})
         self.pipe.steps.append(Step(f"eval-{label}", settings_of(cfg), inputs, [report],
                                     eval_action(evaluate, cfg, card_model, self.pipe.reports), upstream=after))
 
-    def train(self, section: dict | None, mined: str | None) -> str | None:
+    def train(self, section: Section | None, mined: str | None) -> str | None:
         """The train step (and the trained model's evaluation); returns the model folder, or None."""
         from ..training.config import TrainConfig
 
@@ -197,7 +204,7 @@ class _Planner:
         self.add_eval("trained", trained, ["train"])
         return trained
 
-    def merge(self, section: dict | None, trained: str | None) -> None:
+    def merge(self, section: Section | None, trained: str | None) -> None:
         """The merge step (and the merged model's evaluation); by default, the trained model with the base."""
         from ..merging import MergeConfig, merge
 
@@ -210,22 +217,23 @@ class _Planner:
                 raise EmbforgeError(f"{self.where('merge')}: the merge step has nothing to merge: add a "
                                     "train step or give merge.models")
             models = [trained]
+        merged = str(self.out / "merged")
         cfg = from_dict(MergeConfig, {**section, "models": models, "base": self.rel(section.get("base")),
-                                           "output_dir": str(self.out / "merged")},
+                                           "output_dir": merged},
                         source=f"{self.source} [merge]")
+        merged_models = cfg.models or []  # never empty: models were given above
         if cfg.base is None and section.get("models") is None:
             cfg.base = self.base_path
-        for i, model in enumerate(cfg.models):
+        for i, model in enumerate(merged_models):
             if model != trained:
                 _must_exist(model, f"merge.models[{i}]", self.where("merge", "models"))
-        self.pipe.models["merged"] = cfg.output_dir
+        self.pipe.models["merged"] = merged
         inputs = {f"model{i}": m for i, m in enumerate(cfg.all_models()) if m != trained}
-        self.pipe.steps.append(Step("merge", settings_of(cfg), inputs, [cfg.output_dir],
-                                    command_action(merge, cfg),
-                                    upstream=["train"] if trained in cfg.models else []))
-        self.add_eval("merged", cfg.output_dir, ["merge"])
+        self.pipe.steps.append(Step("merge", settings_of(cfg), inputs, [merged], command_action(merge, cfg),
+                                    upstream=["train"] if trained in merged_models else []))
+        self.add_eval("merged", merged, ["merge"])
 
-    def report(self, section: dict) -> None:
+    def report(self, section: Section) -> None:
         """The report step, after every evaluation; only when there is something evaluated to report."""
         for key in section:
             if key not in REPORT_KEYS:
@@ -265,7 +273,7 @@ def _where(source: str, lines: KeyLines, *keys: str) -> str:
     return f"{source}:{line}" if line else source
 
 
-def _section(raw: Mapping[str, Any], name: str, source: str, lines: KeyLines) -> dict | None:
+def _section(raw: Mapping[str, Any], name: str, source: str, lines: KeyLines) -> Section | None:
     if name not in raw:
         return None
     value = raw[name]

@@ -12,7 +12,7 @@ SANITY_QUERIES = 8
 SANITY_DOCS = 40
 
 
-def slice_beir(src: str | os.PathLike, dst: str | os.PathLike, n_queries: int = SANITY_QUERIES,
+def slice_beir(src: str | os.PathLike[str], dst: str | os.PathLike[str], n_queries: int = SANITY_QUERIES,
                n_docs: int = SANITY_DOCS) -> Path:
     """A small BEIR folder: the first queries of each split, their positives and a few other docs.
 
