@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from transformers import TrainingArguments
 
@@ -18,6 +18,22 @@ from ..config import option
 from ..errors import EmbforgeError
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def resolved(value: T | None, flag: str) -> T:
+    """A setting that ``recipes.resolve`` (or the data or model) has filled by now: the type checker learns it
+    is set, and a caller that skipped resolution gets a clear error instead of a None deep in a loss."""
+    if value is None:
+        raise EmbforgeError(f"--{flag} is not set: the train config was not resolved before use")
+    return value
+
+
+def sizes(value: list[int] | Literal["auto"] | None, flag: str) -> list[int] | None:
+    """A Matryoshka / TopK list once "auto" has been filled from the model's width."""
+    if value == "auto":
+        raise EmbforgeError(f"--{flag} auto is filled from the model's width before training; it was not")
+    return value
 
 
 @dataclass

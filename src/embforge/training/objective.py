@@ -122,12 +122,14 @@ class Objective(ContrastiveObjective):
 
             pair_scores = scores
 
-            def base(a: torch.Tensor, b: torch.Tensor, _unused: torch.Tensor | None = None) -> torch.Tensor:
+            def pair_base(a: torch.Tensor, b: torch.Tensor, _unused: torch.Tensor | None = None) -> torch.Tensor:
                 return self._base(registry.Pairs(a, b, pair_scores))
+            base: LossFn = pair_base
         else:
-            def base(a: torch.Tensor, b: torch.Tensor, a_all: torch.Tensor | None = None) -> torch.Tensor:
+            def group_base(a: torch.Tensor, b: torch.Tensor, a_all: torch.Tensor | None = None) -> torch.Tensor:
                 return self._base(registry.Groups(a, b, group_size=self.group_size, query_offset=offset, q_all=a_all,
                                                   in_batch=self.in_batch, symmetric=self.symmetric))
+            base = group_base
 
         inner: LossFn = base
         ks, dims = self.topk_k_list, self.mrl_dims
@@ -159,16 +161,24 @@ def build_objective(cfg: TrainConfig, ese_layers: list[int], with_teacher: bool,
 
     Each chosen loss gets its settings read from the Config by the names its spec declares, so a
     new loss needs no line here."""
-    common = {"temperature": cfg.temperature, "group_size": cfg.train_group_size,
-              "cross_device": cfg.negatives_cross_device, "in_batch": cfg.use_inbatch_neg, "symmetric": cfg.symmetric}
-    weights = cfg.loss_weights or [1.0] * len(cfg.loss)
-    plain = (cfg.loss == ["infonce"] and weights == [1.0] and not (cfg.mrl_dims or cfg.topk_k_list or ese_layers
-                                                                  or with_teacher or pairs))
-    if plain:
-        return ContrastiveObjective(**common)
-    return Objective(**common, losses=dict(zip(cfg.loss, weights)), pairs=pairs, normalize=cfg.normalized,
-                     settings={name: registry.settings_from(name, cfg) for name in cfg.loss},
-                     mrl_dims=cfg.mrl_dims, mrl_weights=cfg.mrl_weights, topk_k_list=cfg.topk_k_list,
-                     topk_weights=cfg.topk_weights, topk_mode=cfg.topk_mode, ese_layers=ese_layers,
-                     ese_compression_size=cfg.ese_compression_size, ese_kl_temperature=cfg.ese_kl_temperature,
+    from .config import resolved, sizes
+
+    losses = resolved(cfg.loss, "loss")
+    temperature, group_size = resolved(cfg.temperature, "temperature"), resolved(cfg.train_group_size,
+                                                                                 "train_group_size")
+    mrl_dims, topk_k_list = sizes(cfg.mrl_dims, "mrl_dims"), sizes(cfg.topk_k_list, "topk_k_list")
+    weights = cfg.loss_weights or [1.0] * len(losses)
+    if losses == ["infonce"] and weights == [1.0] and not (mrl_dims or topk_k_list or ese_layers or with_teacher
+                                                           or pairs):
+        return ContrastiveObjective(temperature=temperature, group_size=group_size,
+                                    cross_device=cfg.negatives_cross_device, in_batch=cfg.use_inbatch_neg,
+                                    symmetric=cfg.symmetric)
+    return Objective(temperature=temperature, group_size=group_size, cross_device=cfg.negatives_cross_device,
+                     in_batch=cfg.use_inbatch_neg, symmetric=cfg.symmetric, losses=dict(zip(losses, weights)), pairs=pairs, normalize=cfg.normalized,
+                     settings={name: registry.settings_from(name, cfg) for name in losses},
+                     mrl_dims=mrl_dims, mrl_weights=cfg.mrl_weights, topk_k_list=topk_k_list,
+                     topk_weights=cfg.topk_weights, topk_mode=resolved(cfg.topk_mode, "topk_mode"),
+                     ese_layers=ese_layers, ese_compression_size=resolved(cfg.ese_compression_size,
+                                                                          "ese_compression_size"),
+                     ese_kl_temperature=resolved(cfg.ese_kl_temperature, "ese_kl_temperature"),
                      distill_w=cfg.distill_w, distill_temperature=cfg.distill_temperature)

@@ -73,7 +73,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     fields = {f.name for f in dataclasses.fields(cfg)}
     filled = {name: value for name, value in {**defaults(), **recipe}.items()
               if name in fields and getattr(cfg, name) is None}
-    loss = [registry.canonical(n) for n in filled.get("loss", cfg.loss)]
+    loss = [registry.canonical(n) for n in filled.get("loss", cfg.loss or [])]
     filled["loss"] = loss
     topk_k_list = filled.get("topk_k_list", cfg.topk_k_list)
     if topk_k_list and topk_k_list != "auto":
@@ -178,12 +178,13 @@ def check_model_dims(cfg: TrainConfig, dim: int) -> TrainConfig:
         if values and max(values) > dim:
             raise EmbforgeError(f"--{name} {','.join(map(str, values))}: {max(values)} is larger than the model's "
                                 f"embedding dimension {dim}")
-    if cfg.apply_ese and cfg.ese_compression_size >= dim:
+    compression = cfg.ese_compression_size or 0
+    if cfg.apply_ese and compression >= dim:
         raise EmbforgeError(f"--ese_compression_size {cfg.ese_compression_size} must be smaller than the model's "
                             f"embedding dimension {dim}")
     if "angle" in (cfg.loss or ()):
         mrl = cfg.mrl_dims if isinstance(cfg.mrl_dims, list) else []
-        sizes = [dim] + mrl + ([cfg.ese_compression_size] if cfg.apply_ese else [])
+        sizes = [dim] + mrl + ([compression] if cfg.apply_ese else [])
         odd = [d for d in sizes if d % 2]
         if odd:
             raise EmbforgeError(f"--loss angle splits embeddings into real and imaginary halves; size {odd[0]} is odd")

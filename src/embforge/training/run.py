@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import json
 import logging
 import os
@@ -22,7 +22,7 @@ from ..errors import EmbforgeError
 from ..model import Encoder
 from ..model.card import save_training_card
 from ..paths import OUTPUT_MARKER, atomic_write_bytes, check_writable_parent
-from .config import TrainConfig, hyperparameters_of
+from .config import TrainConfig, hyperparameters_of, resolved
 from .distributed import world
 from .objective import build_objective
 from .output import (
@@ -205,11 +205,12 @@ def _train(cfg: TrainConfig, out: Path, given: Encoder | None) -> TrainResult:
     if cfg.gradient_checkpointing:
         for tower in encoder.towers():
             tower.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        cfg = dataclasses.replace(cfg, gradient_checkpointing=False)  # done above; not the Trainer's to redo
+        cfg = copy.copy(cfg)  # the Trainer would redo it on the Encoder; the config given stays as it was
+        cfg.gradient_checkpointing = False
     pairs = isinstance(records[0], ScoredPair)
     objective = build_objective(cfg, ese_layers, with_teacher=teacher is not None, pairs=pairs)
     trainer = EmbeddingTrainer(encoder=encoder, records=records, objective=objective, args=cfg,
-                               group_size=cfg.train_group_size,
+                               group_size=resolved(cfg.train_group_size, "train_group_size"),
                                query_instruction=encoder.config.query_instruction,
                                passage_instruction=encoder.config.passage_instruction, strict=cfg.strict,
                                gradcache_chunk=cfg.chunk_size if cfg.gradcache else None, pairs=pairs,

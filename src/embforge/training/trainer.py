@@ -18,7 +18,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch.utils.data import DataLoader
@@ -144,10 +144,10 @@ class EmbeddingTrainer(Trainer):
         self.ese_layers = list(ese_layers or [])
         self.run_settings = run_settings  # written into every checkpoint, checked when resuming
         if pairs:
-            self.dataset = PairDataset(records, passage_instruction)
+            self.dataset = PairDataset(cast("Sequence[ScoredPair]", records), passage_instruction)
             self.collator: PairCollator | GroupCollator = PairCollator(encoder)
         else:
-            self.dataset = GroupDataset(records, group_size, self.args.seed, query_instruction, passage_instruction,
+            self.dataset = GroupDataset(cast("Sequence[RetrievalRecord]", records), group_size, self.args.seed, query_instruction, passage_instruction,
                                         strict)
             self.collator = GroupCollator(encoder, group_size)
         self.sampler: NoDuplicateBatchSampler | None = None
