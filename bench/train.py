@@ -36,7 +36,7 @@ bounded time cost. This script measures all three on CPU, in one run:
    (tokenised batch, activations, gradients, optimizer temporaries). ``ru_maxrss`` alone cannot be
    reset and would report model loading's peak instead; it is used (as a delta) only where
    clear_refs is not writable, and the output says so. The steps in the workers are the ones
-   EmbeddingTrainer runs: embforge's GroupCollator, ContrastiveObjective, ``gradcache_step`` for
+   EmbeddingTrainer runs: embforge's GroupCollator, InfoNCEObjective, ``gradcache_step`` for
    GradCache or forward/objective/backward for plain, then clipping and AdamW, without the Trainer
    loop around them (it adds nothing to the peak but a second process start).
 
@@ -190,7 +190,7 @@ def embforge_trainer(pairs, batch_size: int, max_len: int, max_steps: int, out: 
     from embforge.commands.train import Config
     from embforge.config import from_dict
     from embforge.data.records import RetrievalRecord
-    from embforge.training.objective import ContrastiveObjective
+    from embforge.training.objective import InfoNCEObjective
     from embforge.training.run import build_encoder, validate
     from embforge.training.trainer import EmbeddingTrainer
 
@@ -201,7 +201,7 @@ def embforge_trainer(pairs, batch_size: int, max_len: int, max_steps: int, out: 
     validate(cfg)
     records = [RetrievalRecord(query=q, pos=[p]) for q, p in pairs]
     encoder = build_encoder(cfg)  # what `embforge train` loads: the embedded model when model is None
-    objective = ContrastiveObjective(temperature=cfg.temperature, group_size=1)
+    objective = InfoNCEObjective(temperature=cfg.temperature, group_size=1)
     trainer = EmbeddingTrainer(encoder=encoder, records=records, objective=objective, args=cfg, group_size=1,
                                query_instruction=encoder.config.query_instruction,
                                passage_instruction=encoder.config.passage_instruction,
@@ -322,13 +322,13 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     from embforge.model import Encoder
     from embforge.training.batches import GroupCollator
     from embforge.training.gradcache import gradcache_step
-    from embforge.training.objective import ContrastiveObjective
+    from embforge.training.objective import InfoNCEObjective
 
     torch.manual_seed(SEED)
     length = spec["max_length"]
     encoder = Encoder.from_pretrained(None, device="cpu", query_max_len=length, passage_max_len=length)
     encoder.train()
-    objective = ContrastiveObjective(temperature=TEMPERATURE, group_size=1)
+    objective = InfoNCEObjective(temperature=TEMPERATURE, group_size=1)
     collator = GroupCollator(encoder, 1)
     items = [(q, [p]) for q, p in scifact_pairs()[: spec["batch"]]]
     params = [p for p in encoder.parameters() if p.requires_grad]

@@ -3,7 +3,7 @@ import torch
 
 from embforge import Encoder
 from embforge.training.gradcache import gradcache_step
-from embforge.training.objective import ContrastiveObjective
+from embforge.training.objective import InfoNCEObjective
 
 QUERIES = ["the cat sleeps", "a dog runs on the road", "science study", "big red car", "one two", "a bird eats"]
 PASSAGES = [w for q in QUERIES for w in (q + " in the house", "the old man and the " + q.split()[-1])]
@@ -22,7 +22,7 @@ def test_gradcache_gradients_equal_plain_training(tiny_bert_nodrop, checkpointin
     enc.train()
     if checkpointing:
         enc.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    objective = ContrastiveObjective(temperature=0.05, group_size=2, symmetric=True)
+    objective = InfoNCEObjective(temperature=0.05, group_size=2, symmetric=True)
     q_feat, p_feat = enc.tokenize(QUERIES, is_query=True), enc.tokenize(PASSAGES)
 
     def plain():
@@ -44,7 +44,7 @@ def test_gradcache_replays_dropout_masks(tiny_bert):
     GradCache's first pass; the re-forward of every chunk must draw them again."""
     enc = Encoder.from_pretrained(tiny_bert)  # dropout 0.1
     enc.train()
-    objective = ContrastiveObjective(temperature=0.05, group_size=2)
+    objective = InfoNCEObjective(temperature=0.05, group_size=2)
     q_feat, p_feat = enc.tokenize(QUERIES, is_query=True), enc.tokenize(PASSAGES)
     q_chunks = [enc.tokenize(QUERIES[i:i + 2], is_query=True) for i in range(0, len(QUERIES), 2)]
     p_chunks = [enc.tokenize(PASSAGES[i:i + 2]) for i in range(0, len(PASSAGES), 2)]

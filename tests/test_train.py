@@ -201,9 +201,9 @@ def test_unwritable_output_and_unknown_flag(tiny_bert, tmp_path, capsys):
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tiny_bert, tmp_path, monkeypatch):
-    from embforge.training.objective import ContrastiveObjective
+    from embforge.training.objective import InfoNCEObjective
 
-    original = ContrastiveObjective.__call__
+    original = InfoNCEObjective.__call__
     calls = {"n": 0}
 
     def nan_on_third(self, q, p):
@@ -211,7 +211,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tiny_bert, t
         loss = original(self, q, p)
         return loss * float("nan") if calls["n"] == 3 else loss
 
-    monkeypatch.setattr(ContrastiveObjective, "__call__", nan_on_third)
+    monkeypatch.setattr(InfoNCEObjective, "__call__", nan_on_third)
     with pytest.raises(EmbforgeError, match="loss became nan at step 3.*checkpoint-2"):
         train_run.train(config(tiny_bert, tmp_path, save_strategy="steps", save_steps=2))
     assert (tmp_path / "out" / "checkpoint-2" / "model.safetensors").exists()

@@ -23,17 +23,20 @@ from .errors import EmbforgeError
 if TYPE_CHECKING:  # pragma: no cover
     from _typeshed import DataclassInstance
 
-# name -> (module, takes an optional YAML config as its first positional argument; or, as a string, the
-# Config field that the first positional argument fills, for commands whose input is a file or folder)
-COMMANDS: dict[str, tuple[str, bool | str]] = {
-    "encode": ("embforge.commands.encode", False),
+# A command's first positional argument: CONFIG, an optional YAML config file (flags given win over it);
+# a Config field's name, which that argument fills (``embforge data SOURCE``, ``embforge run PIPELINE``);
+# or None, no positional argument.
+CONFIG = "config"
+# name -> (module, first positional argument)
+COMMANDS: dict[str, tuple[str, str | None]] = {
+    "encode": ("embforge.commands.encode", None),
     "data": ("embforge.commands.data", "source"),
-    "mine": ("embforge.commands.mine", False),
-    "eval": ("embforge.commands.eval", False),
-    "train": ("embforge.commands.train", True),
-    "csr": ("embforge.commands.csr", False),  # a group: embforge csr embed | train | encode
-    "merge": ("embforge.commands.merge", False),
-    "export": ("embforge.commands.export", False),
+    "mine": ("embforge.commands.mine", None),
+    "eval": ("embforge.commands.eval", None),
+    "train": ("embforge.commands.train", CONFIG),
+    "csr": ("embforge.commands.csr", None),  # a group: embforge csr embed | train | encode
+    "merge": ("embforge.commands.merge", None),
+    "export": ("embforge.commands.export", None),
     "run": ("embforge.commands.run", "pipeline"),
 }
 
@@ -50,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"embforge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (_, takes_yaml) in COMMANDS.items():
+    for name, (_, positional) in COMMANDS.items():
         module = _load(name)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP, allow_abbrev=False)
         subcommands = getattr(module, "SUBCOMMANDS", None)
@@ -59,23 +62,23 @@ def build_parser() -> argparse.ArgumentParser:
             nested = p.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
             for sub_name, spec in subcommands.items():
                 _add_command(nested.add_parser(sub_name, help=spec.help, description=spec.help, allow_abbrev=False),
-                             spec.config, spec.takes_yaml)
+                             spec.config, spec.positional)
             continue
-        _add_command(p, module.Config, takes_yaml)
+        _add_command(p, module.Config, positional)
     return parser
 
 
-def _add_command(p: argparse.ArgumentParser, config_cls: type, takes_yaml: bool | str) -> None:
+def _add_command(p: argparse.ArgumentParser, config_cls: type[DataclassInstance], positional: str | None) -> None:
     p.set_defaults(cli_parser=p)  # the parser that names the flags a mistyped one is compared against
-    if takes_yaml is True:
-        p.add_argument("config", nargs="?", help="YAML config; flags given on the command line win.")
-    elif takes_yaml:
-        field = next(f for f in dataclasses.fields(config_cls) if f.name == takes_yaml)
-        p.add_argument(takes_yaml, nargs="?", default=argparse.SUPPRESS, help=field.metadata.get("help"))
+    if positional == CONFIG:
+        p.add_argument(CONFIG, nargs="?", help="YAML config; flags given on the command line win.")
+    elif positional:
+        field = next(f for f in dataclasses.fields(config_cls) if f.name == positional)
+        p.add_argument(positional, nargs="?", default=argparse.SUPPRESS, help=field.metadata.get("help"))
     p.add_argument("--debug", dest="cli_debug", action="store_true", default=False,
                    help="Show full tracebacks for errors.")
     # TrainingArguments has a `debug` field of its own; the CLI's --debug (tracebacks) wins.
-    skip = ("debug",) + ((takes_yaml,) if isinstance(takes_yaml, str) else ())
+    skip = ("debug",) + ((positional,) if positional and positional != CONFIG else ())
     add_arguments(p, config_cls, skip=skip)
 
 

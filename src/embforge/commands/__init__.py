@@ -1,5 +1,6 @@
-"""One module per CLI command: a typed ``Config`` dataclass and a ``run(config)`` function.
+"""The command line's binding layer: one module per command, each giving its help text (``HELP``), the
+engine's config class it fills (``Config``) and the engine function that runs it (``run``).
 
-Config modules import nothing heavy at the top, so ``embforge --help`` stays fast; ``run`` imports
-torch and friends when it is called. The Python API calls the same ``run`` functions.
+No logic lives here: the configs belong to the engines (``embforge.training.config`` and so on), and
+the Python API (``embforge.api``) calls the same engine functions.
 """

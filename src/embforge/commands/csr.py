@@ -20,7 +20,7 @@ class Subcommand:
     config: type
     run: Callable[[Any], Any]
     help: str
-    takes_yaml: bool | str = False
+    positional: str | None = None  # as in embforge.cli.COMMANDS: "config" for an optional YAML file
 
 
 def run_embed(cfg: EmbedConfig) -> Any:
@@ -44,7 +44,7 @@ def run_encode(cfg: EncodeConfig) -> Any:
 SUBCOMMANDS: dict[str, Subcommand] = {
     "embed": Subcommand(EmbedConfig, run_embed, "Precompute embeddings (with labels / query pairs when the data "
                                                 "has them) into an .npz for csr train."),
-    "train": Subcommand(TrainConfig, run_train, "Train a CSR sparse autoencoder on an .npz of embeddings.", True),
+    "train": Subcommand(TrainConfig, run_train, "Train a CSR sparse autoencoder on an .npz of embeddings.", "config"),
     "encode": Subcommand(EncodeConfig, run_encode, "Encode dense embeddings (or texts, with a stacked folder) to "
                                                    "sparse codes: indices + values."),
 }

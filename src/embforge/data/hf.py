@@ -72,10 +72,3 @@ def iter_rows(path: str | Path, fmt: str, split: str | None = None) -> Iterator[
         n += 1
         # A csv row is a line after the header (quoted newlines aside), so editors can jump to it.
         yield (f"{label}:{n + 1}" if fmt == "csv" else f"{label}:row {n}"), row
-
-
-def column_names(path: str | Path, fmt: str, split: str | None = None) -> list[str]:
-    """Columns of the first row, for format detection."""
-    for _, row in iter_rows(path, fmt, split):
-        return list(row)
-    return []

@@ -63,13 +63,3 @@ def first_object(path: Path) -> Any:
             except json.JSONDecodeError:
                 continue
     return None
-
-
-def count_lines(path: Path) -> int:
-    """Non-blank lines in one streaming pass (a cheap upper bound on the records)."""
-    total = 0
-    with open_checked(path) as fh:
-        for raw in fh:
-            if raw.strip():
-                total += 1
-    return total

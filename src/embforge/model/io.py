@@ -28,7 +28,6 @@ tower, on ``query_encoder/`` the query tower.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -299,7 +298,3 @@ def _version() -> str:
     from .. import __version__
 
     return __version__
-
-
-def settings_of(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)

@@ -134,8 +134,9 @@ class _Planner:
             parse_range(cfg.range_for_sampling)
         except EmbforgeError as exc:
             raise EmbforgeError(f"{self.where('mine', 'range_for_sampling')}: {exc}") from exc
-        cfg.input_file = self.data_input(cfg.input_file, "mine.input_file", self.where("mine", "input_file"))
-        self.pipe.steps.append(Step("mine", settings_of(cfg), {"data": cfg.input_file, "model": self.base_path},
+        input_file = self.data_input(cfg.input_file, "mine.input_file", self.where("mine", "input_file"))
+        cfg = dataclasses.replace(cfg, input_file=input_file)
+        self.pipe.steps.append(Step("mine", settings_of(cfg), {"data": input_file, "model": self.base_path},
                                     [output_file], command_action(mine, cfg)))
         return output_file
 
@@ -155,7 +156,7 @@ class _Planner:
                     raise EmbforgeError(f"{self.where('eval', key)}: eval.{key}: expected comma-separated integers, "
                                         f"got {value!r}") from exc
         cfg = from_dict(EvalConfig, section, source=f"{self.source} [eval]")
-        cfg.data = self.data_input(cfg.data, "eval.data", self.where("eval", "data"))
+        cfg = dataclasses.replace(cfg, data=self.data_input(cfg.data, "eval.data", self.where("eval", "data")))
         self.eval_config = cfg
         self.add_eval("base", self.base_path, [])
 
@@ -223,7 +224,7 @@ class _Planner:
                         source=f"{self.source} [merge]")
         merged_models = cfg.models or []  # never empty: models were given above
         if cfg.base is None and section.get("models") is None:
-            cfg.base = self.base_path
+            cfg = dataclasses.replace(cfg, base=self.base_path)
         for i, model in enumerate(merged_models):
             if model != trained:
                 _must_exist(model, f"merge.models[{i}]", self.where("merge", "models"))

@@ -1,7 +1,7 @@
 """The contrastive objective of a training step: embeddings in, scalar loss out.
 
 Shared by the plain step and GradCache so that both compute exactly the same loss, including the
-cross-device gathering. ``ContrastiveObjective`` is plain InfoNCE; ``Objective`` adds every other
+cross-device gathering. ``InfoNCEObjective`` is plain InfoNCE; ``Objective`` adds every other
 loss of the registry (``embforge.losses.registry``: InfoNCE, CoSENT, cosine, AnglE and any loss
 registered there) and the wrappers (Matryoshka, ESE, multi-TopK, distillation). ``build_objective``
 makes the one a resolved train Config asks for.
@@ -29,13 +29,23 @@ if TYPE_CHECKING:  # pragma: no cover
 #: A loss over embeddings, as the wrappers (TopK, Matryoshka, ESE) compose them.
 LossFn = Callable[..., torch.Tensor]
 
+
 @dataclass
-class ContrastiveObjective:
+class BatchLayout:
+    """How a batch is laid out and shared, whatever the loss: groups of ``group_size`` passages per query,
+    other queries' passages as negatives (``in_batch``), passages gathered from every process
+    (``cross_device``), and the passage-to-query direction too (``symmetric``)."""
+
     temperature: float = 0.02
     group_size: int = 2
     cross_device: bool = False
     in_batch: bool = True
     symmetric: bool = False
+
+
+@dataclass
+class InfoNCEObjective(BatchLayout):
+    """Plain InfoNCE, the common case, without the composition machinery of :class:`Objective`."""
 
     def __call__(self, q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         if not self.cross_device:
@@ -50,7 +60,7 @@ class ContrastiveObjective:
 
 
 @dataclass
-class Objective(ContrastiveObjective):
+class Objective(BatchLayout):
     """Every loss of ``embforge.losses`` behind one call, with the wrappers that change what it sees.
 
     ``__call__(q, p, scores=None, teacher=None)``
@@ -156,8 +166,8 @@ class Objective(ContrastiveObjective):
         return loss
 
 
-def build_objective(cfg: TrainConfig, ese_layers: list[int], with_teacher: bool, pairs: bool) -> ContrastiveObjective:
-    """The objective a resolved train Config asks for; plain InfoNCE keeps the lean ``ContrastiveObjective``.
+def build_objective(cfg: TrainConfig, ese_layers: list[int], with_teacher: bool, pairs: bool) -> InfoNCEObjective | Objective:
+    """The objective a resolved train Config asks for; plain InfoNCE keeps the lean ``InfoNCEObjective``.
 
     Each chosen loss gets its settings read from the Config by the names its spec declares, so a
     new loss needs no line here."""
@@ -170,7 +180,7 @@ def build_objective(cfg: TrainConfig, ese_layers: list[int], with_teacher: bool,
     weights = cfg.loss_weights or [1.0] * len(losses)
     if losses == ["infonce"] and weights == [1.0] and not (mrl_dims or topk_k_list or ese_layers or with_teacher
                                                            or pairs):
-        return ContrastiveObjective(temperature=temperature, group_size=group_size,
+        return InfoNCEObjective(temperature=temperature, group_size=group_size,
                                     cross_device=cfg.negatives_cross_device, in_batch=cfg.use_inbatch_neg,
                                     symmetric=cfg.symmetric)
     return Objective(temperature=temperature, group_size=group_size, cross_device=cfg.negatives_cross_device,

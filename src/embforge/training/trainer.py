@@ -32,7 +32,7 @@ from ..model.pooling import pool
 from .batches import GroupCollator, GroupDataset, PairCollator, PairDataset
 from .distributed import world
 from .gradcache import Features, gradcache_step, split_features
-from .objective import ContrastiveObjective
+from .objective import InfoNCEObjective, Objective
 from .output import write_run_file
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -129,7 +129,7 @@ def embed_with_layers(model: Any, features: dict[str, torch.Tensor], is_query: b
 
 class EmbeddingTrainer(Trainer):
     def __init__(self, *, encoder: Encoder, records: Sequence[RetrievalRecord] | Sequence[ScoredPair],
-                 objective: ContrastiveObjective, group_size: int,
+                 objective: InfoNCEObjective | Objective, group_size: int,
                  query_instruction: str | None, passage_instruction: str | None, strict: bool = False,
                  gradcache_chunk: int | None = None, pairs: bool = False, teacher: Any = None,
                  ese_layers: list[int] | None = None, run_settings: dict[str, Any] | None = None,
