@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
                                        hidden_size=args.hidden_size, topk=args.topk, auxk=64, use_label_CL=True,
                                        cl_coef=0.1, epochs=3 if args.sanity_test else args.epochs, batch_size=256,
                                        lr=1e-3, base_model="random-projection-128"))
-    codes_tr = csr.encode(csr.EncodeConfig(csr_model=str(out / "csr"), input=str(npz)))
+    codes_tr = csr.encode(csr.EncodeConfig(csr_model=str(out / "csr"), input_file=str(npz)))
     codes_te = csr.encode_dense(result.model, feats[te])
     k = args.topk
     summary = {

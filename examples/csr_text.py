@@ -62,13 +62,13 @@ def main(argv: list[str] | None = None) -> dict:
     k, hidden = (8, 256) if args.sanity_test else (args.topk, 4 * 384)
     encoder = Encoder.from_pretrained(None)
 
-    npz = csr.embed(csr.EmbedConfig(data=str(data), output=str(out / "emb.npz"), with_queries=True, split="train"),
+    npz = csr.embed(csr.EmbedConfig(data=str(data), output_file=str(out / "emb.npz"), with_queries=True, split="train"),
                     encoder=encoder)
     result = csr.train(csr.TrainConfig(pretrained_emb=str(npz), output_dir=str(out / "csr"), hidden_size=hidden,
                                        topk=k, use_CL=True, cl_coef=0.1, epochs=5 if args.sanity_test else args.epochs,
                                        batch_size=64 if args.sanity_test else 1024, lr=1e-3,
                                        base_model="all-MiniLM-L6-v2"))
-    codes = csr.encode(csr.EncodeConfig(csr_model=str(out / "csr"), input=str(npz), output=str(out / "codes.npz")))
+    codes = csr.encode(csr.EncodeConfig(csr_model=str(out / "csr"), input_file=str(npz), output_file=str(out / "codes.npz")))
     print(f"corpus codes: {len(codes)} x {codes.k} (indices + values over {codes.hidden_size} latents)")
 
     split = load_beir(data, "test")

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
         report = json.loads((out / "csr" / "train_report.json").read_text(encoding="utf-8"))
         result = csr.TrainResult(out / "csr", csr.CSRModel.load(out / "csr"), report)
     else:
-        csr.embed(csr.EmbedConfig(data=args.data, output=str(npz), with_queries=not args.no_queries,
+        csr.embed(csr.EmbedConfig(data=args.data, output_file=str(npz), with_queries=not args.no_queries,
                                   split="train"), encoder=encoder)
         result = csr.train(csr.TrainConfig(pretrained_emb=str(npz), output_dir=str(out / "csr"), topk=args.topk,
                                            hidden_size=args.hidden_size, epochs=args.epochs, lr=args.lr,

@@ -246,7 +246,7 @@ def test_config_sources_layer_like_yaml_and_flags(tmp_path):
     yaml_file = tmp_path / "c.yaml"
     yaml_file.write_text("model: m\nk: '1,5'\nbatch_size: 8\n")
     cfg = build_config(embforge.EvalConfig, yaml_file, {"batch_size": 4, "max_len": 32})
-    assert (cfg.model, cfg.k, cfg.batch_size, cfg.max_length) == ("m", [1, 5], 4, 32)
+    assert (cfg.model_name_or_path, cfg.k, cfg.batch_size, cfg.max_length) == ("m", [1, 5], 4, 32)
     again = build_config(embforge.EvalConfig, cfg, {"split": "dev"})
     assert (again.batch_size, again.split, cfg.split) == (4, "dev", "test")  # the given config is not edited
     assert build_config(embforge.EvalConfig, {"ks": "3"}).k == [3]

@@ -64,7 +64,7 @@ def test_retrained_weights_in_the_same_folder_re_encode_the_corpus(tmp_path, tin
 
     model = shutil.copytree(tiny_bert, tmp_path / "model")
     data = write_beir(tmp_path / "beir")
-    assert run(Config(model=str(model), data=str(data)))["corpus_from_cache"] is False
+    assert run(Config(model_name_or_path=str(model), data=str(data)))["corpus_from_cache"] is False
     old = Encoder.from_pretrained(model).encode(list(DOCS.values()))
     weights = model / "model.safetensors"
     size = weights.stat().st_size
@@ -77,33 +77,33 @@ def test_retrained_weights_in_the_same_folder_re_encode_the_corpus(tmp_path, tin
     assert weights.stat().st_size == size  # same shapes: only the rewrite itself tells old from new
 
     calls = spy_encode(monkeypatch)
-    rep = run(Config(model=str(model), data=str(data)))
+    rep = run(Config(model_name_or_path=str(model), data=str(data)))
     assert rep["corpus_from_cache"] is False, "stale corpus vectors came from the cache"
     assert (tuple(DOCS.values()), False) in calls
     new = assert_cache_holds_fresh_vectors(Encoder.from_pretrained(model), list(DOCS.values()))
     assert np.abs(new - old).max() > 1e-2
-    assert rep["dims"] == run(Config(model=str(model), data=str(data), no_cache=True))["dims"]
+    assert rep["dims"] == run(Config(model_name_or_path=str(model), data=str(data), no_cache=True))["dims"]
 
 
 def test_one_edited_document_re_encodes_the_corpus(tmp_path, tiny_bert, monkeypatch):
     data = write_beir(tmp_path / "beir")
-    run(Config(model=str(tiny_bert), data=str(data)))
+    run(Config(model_name_or_path=str(tiny_bert), data=str(data)))
     edited = dict(DOCS, d3="cancer cell data")
     write_beir(data, edited)
 
     calls = spy_encode(monkeypatch)
-    rep = run(Config(model=str(tiny_bert), data=str(data)))
+    rep = run(Config(model_name_or_path=str(tiny_bert), data=str(data)))
     assert rep["corpus_from_cache"] is False, "stale corpus vectors came from the cache"
     assert (tuple(edited.values()), False) in calls
     assert_cache_holds_fresh_vectors(Encoder.from_pretrained(tiny_bert), list(edited.values()))
-    assert rep["dims"] == run(Config(model=str(tiny_bert), data=str(data), no_cache=True))["dims"]
+    assert rep["dims"] == run(Config(model_name_or_path=str(tiny_bert), data=str(data), no_cache=True))["dims"]
 
 
 def test_eval_max_length_flag_re_encodes_the_corpus(tmp_path, tiny_bert, monkeypatch):
     data = write_beir(tmp_path / "beir")
-    run(Config(model=str(tiny_bert), data=str(data)))
+    run(Config(model_name_or_path=str(tiny_bert), data=str(data)))
     calls = spy_encode(monkeypatch)
-    rep = run(Config(model=str(tiny_bert), data=str(data), max_length=3))
+    rep = run(Config(model_name_or_path=str(tiny_bert), data=str(data), max_length=3))
     assert rep["corpus_from_cache"] is False, "stale corpus vectors came from the cache"
     assert (tuple(DOCS.values()), False) in calls
     assert_cache_holds_fresh_vectors(Encoder.from_pretrained(tiny_bert, passage_max_len=3, query_max_len=3),

@@ -49,5 +49,5 @@ def test_train_config_accepts_reference_spellings_of_trainer_fields():
 
     cfg = from_dict(Config, {"warmup_ratio": 0.1, "lr": 3e-5, "normlized": False, "chunksize": 4,
                              "sentence_pooling_method": "cls", "output_dir": "/tmp/unused", "use_cpu": True})
-    assert (cfg.warmup_steps, cfg.learning_rate, cfg.normalized, cfg.chunk_size, cfg.pooling) == \
+    assert (cfg.warmup_steps, cfg.learning_rate, cfg.normalize, cfg.chunk_size, cfg.pooling) == \
         (0.1, 3e-5, False, 4, "cls")

@@ -69,7 +69,7 @@ def test_metrics_at_a_dim_equal_a_direct_computation(tmp_path, tiny_bert):
     from embforge.evaluation.search import exact_search
 
     data = write_beir(tmp_path / "beir", GOOD_QRELS)
-    rep = run(Config(model=str(tiny_bert), data=str(data), k=[1, 3], dims=[16]))
+    rep = run(Config(model_name_or_path=str(tiny_bert), data=str(data), k=[1, 3], dims=[16]))
     enc = Encoder.from_pretrained(str(tiny_bert), device="cpu")
     ids = list(DOCS)
     docs = enc.encode([f"{t} {x}".strip() for t, x in DOCS.values()], dim=16)
@@ -85,7 +85,7 @@ def test_second_run_reads_corpus_from_cache(tmp_path, tiny_bert, monkeypatch):
     from embforge.commands.eval import Config, run
 
     data = write_beir(tmp_path / "beir", GOOD_QRELS)
-    first = run(Config(model=str(tiny_bert), data=str(data), k=[1, 3]))
+    first = run(Config(model_name_or_path=str(tiny_bert), data=str(data), k=[1, 3]))
     assert first["corpus_from_cache"] is False
     calls = []
     original = Encoder.encode
@@ -95,11 +95,11 @@ def test_second_run_reads_corpus_from_cache(tmp_path, tiny_bert, monkeypatch):
         return original(self, texts, *args, **kwargs)
 
     monkeypatch.setattr(Encoder, "encode", spy)
-    second = run(Config(model=str(tiny_bert), data=str(data), k=[1, 3, 5]))
+    second = run(Config(model_name_or_path=str(tiny_bert), data=str(data), k=[1, 3, 5]))
     assert second["corpus_from_cache"] is True
     assert calls == [(3, True)]  # only the queries were encoded
     assert second["dims"]["32"]["nDCG@3"] == pytest.approx(first["dims"]["32"]["nDCG@3"])
-    third = run(Config(model=str(tiny_bert), data=str(data), k=[1, 3], no_cache=True))
+    third = run(Config(model_name_or_path=str(tiny_bert), data=str(data), k=[1, 3], no_cache=True))
     assert third["corpus_from_cache"] is False
 
 
@@ -112,7 +112,7 @@ def test_jsonl_eval_reports_msmarco_block(tmp_path, tiny_bert):
         {"query": "red car", "pos": ["the big red car is fast"], "neg": ["cancer cell"], "type": "x"},
         {"query": "cat house", "pos": ["a small bird eats"]},
     ]))
-    rep = run(Config(model=str(tiny_bert), data=str(path)))
+    rep = run(Config(model_name_or_path=str(tiny_bert), data=str(path)))
     assert rep["corpus_size"] == 5 and rep["queries"] == 2
     block = rep["dims"]["32"]["msmarco"]
     assert list(block) == ["MRR@1", "MRR@10", "MRR@100", "Recall@1", "Recall@10", "Recall@100"]
@@ -130,9 +130,9 @@ def test_sts_b_and_sick_are_detected(tmp_path, tiny_bert):
     sick = tmp_path / "SICK.txt"
     sick.write_text("pair_ID\tsentence_A\tsentence_B\tentailment_label\trelatedness_score\tSemEval_set\r\n" + "\r\n".join(
         f"{i}\t{a}\t{b}\tNEUTRAL\t{1 + s * 0.8}\tTEST" for i, (a, b, s) in enumerate(pairs)))
-    a = run(Config(model=str(tiny_bert), data=str(stsb), dims=[16, 32]))
-    b = run(Config(model=str(tiny_bert), data=str(sick)))
-    c = run(Config(model=str(tiny_bert), data=str(tmp_path)))  # a folder with sts-test.csv
+    a = run(Config(model_name_or_path=str(tiny_bert), data=str(stsb), dims=[16, 32]))
+    b = run(Config(model_name_or_path=str(tiny_bert), data=str(sick)))
+    c = run(Config(model_name_or_path=str(tiny_bert), data=str(tmp_path)))  # a folder with sts-test.csv
     assert a["format"] == "stsb" and b["format"] == "sick" and c["format"] == "stsb"
     assert a["pairs"] == b["pairs"] == 4
     # SICK scores are a monotone map of the STS-B ones: same Spearman

@@ -154,7 +154,7 @@ def evaluate(config: EvalConfig | ConfigLike = None, /, *, encoder: _ModelEncode
         cfg = dataclasses.replace(cfg, data=None)
     if encoder is None:
         return run_evaluation(cfg, records=records)
-    if cfg.model is not None:
+    if cfg.model_name_or_path is not None:
         raise EmbforgeError("evaluate: give either encoder= or model=, not both")
     settings: dict[str, Any] = {"query_instruction": cfg.query_instruction_for_retrieval}
     if cfg.max_length:

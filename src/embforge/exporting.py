@@ -190,8 +190,8 @@ def export_model(model: str | os.PathLike[str] | None, fmt: str, output_dir: str
 
 @dataclass
 class ExportConfig:
-    model: str | None = option(None, "Model folder; default: the embedded all-MiniLM-L6-v2.",
-                               aliases=("model_name_or_path",))
+    model_name_or_path: str | None = option(None, "Model folder; default: the embedded all-MiniLM-L6-v2.",
+                                            aliases=("model",))
     format: str = option("onnx", "Target format.", choices=("onnx", "sentence-transformers"))
     output_dir: str | None = option(None, "Where to write; default: MODEL-onnx or MODEL-st beside the model.",
                                     aliases=("output",))
@@ -216,8 +216,8 @@ def default_output(model: str | None, fmt: str) -> Path:
 
 def export(cfg: ExportConfig) -> dict[str, Any]:
 
-    out = cfg.output_dir or str(default_output(cfg.model, cfg.format))
-    result = export_model(cfg.model, cfg.format, out, opset=cfg.opset, verify=cfg.verify, tolerance=cfg.tolerance,
+    out = cfg.output_dir or str(default_output(cfg.model_name_or_path, cfg.format))
+    result = export_model(cfg.model_name_or_path, cfg.format, out, opset=cfg.opset, verify=cfg.verify, tolerance=cfg.tolerance,
                           overwrite=cfg.overwrite)
     check = ("not checked (install onnxruntime / sentence-transformers to check)" if result["max_abs_diff"] is None
              else f"max |difference| from embforge's vectors {result['max_abs_diff']:.2e}")

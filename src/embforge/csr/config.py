@@ -13,14 +13,14 @@ from ..config import option
 
 @dataclass
 class EmbedConfig:
-    model: str | None = option(None, "Model folder; default: the embedded all-MiniLM-L6-v2.",
-                               aliases=("model_name_or_path", "base_model"))
+    model_name_or_path: str | None = option(None, "Model folder; default: the embedded all-MiniLM-L6-v2.",
+                                            aliases=("model", "base_model"))
     data: str | None = option(None, "What to embed: a BEIR folder (its corpus; with --with_queries also its queries, "
                                     "paired with their relevant documents), a .txt file (one text per line) or "
                                     "a JSONL file (--field, labels from --label_field when present).",
                               aliases=("input", "input_file"))
-    output: str | None = option(None, "Output .npz (keys: embeddings, and ids / labels / queries / "
-                                      "pair_index when the data has them).")
+    output_file: str | None = option(None, "Output .npz (keys: embeddings, and ids / labels / queries / "
+                                           "pair_index when the data has them).", aliases=("output",))
     field: str = option("text", "JSONL field to embed ('title+text' joins a BEIR corpus's title and text).")
     label_field: str = option("label", "JSONL field holding a class label (stored as 'labels' when every line has it).")
     with_queries: bool = option(False, "BEIR folder: also embed the queries of --split and store them with "
@@ -71,10 +71,11 @@ class TrainConfig:
 class EncodeConfig:
     csr_model: str | None = option(None, "A trained CSR folder (csr train's output) or a stacked encoder+CSR folder.",
                                    aliases=("model", "csr"))
-    input: str | None = option(None, "Dense embeddings (.npz/.npy) to encode; or, with a stacked folder, texts "
-                                     "(.txt or .jsonl with --field).", aliases=("pretrained_emb", "data"))
-    output: str | None = option(None, "Output .npz with 'indices' (n, k) int32, 'values' (n, k) float32, "
-                                      "'hidden_size' and, when known, 'ids'.")
+    input_file: str | None = option(None, "Dense embeddings (.npz/.npy) to encode; or, with a stacked folder, "
+                                          "texts (.txt or .jsonl with --field).",
+                                    aliases=("input", "pretrained_emb", "data"))
+    output_file: str | None = option(None, "Output .npz with 'indices' (n, k) int32, 'values' (n, k) float32, "
+                                           "'hidden_size' and, when known, 'ids'.", aliases=("output",))
     topk: int | None = option(None, "Active latents per code (default: the model's k).")
     field: str = option("text", "JSONL field to embed when encoding texts with a stacked folder.")
     batch_size: int = option(4096, "Rows per forward pass.")

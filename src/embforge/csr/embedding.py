@@ -31,16 +31,16 @@ def _labels(path: Path, field: str, n: int) -> np.ndarray | None:
 
 
 def embed(cfg: EmbedConfig, encoder: EncoderLike | None = None) -> Path:
-    """Encode ``cfg.data`` with ``cfg.model`` (or the given encoder) and write ``cfg.output``."""
+    """Encode ``cfg.data`` with ``cfg.model_name_or_path`` (or the given encoder) and write ``cfg.output_file``."""
     from ..cache import encode_cached, model_fingerprint
     from ..data.beir import is_beir_folder, load_beir
     from ..data.texts import read_texts
     from ..model import Encoder
     from ..paths import atomic_write_bytes, check_output_file
 
-    if not cfg.data or not cfg.output:
+    if not cfg.data or not cfg.output_file:
         raise EmbforgeError("csr embed needs --data and --output")
-    data, out = Path(cfg.data), Path(cfg.output)
+    data, out = Path(cfg.data), Path(cfg.output_file)
     if out.suffix != ".npz":
         raise EmbforgeError(f"{out}: output must end in .npz")
     if not data.exists():
@@ -77,7 +77,7 @@ def embed(cfg: EmbedConfig, encoder: EncoderLike | None = None) -> Path:
     else:
         raise EmbforgeError(f"{data}: a folder without corpus.jsonl and qrels/ (expected a BEIR folder)")
     if encoder is None:
-        encoder = Encoder.from_pretrained(cfg.model)
+        encoder = Encoder.from_pretrained(cfg.model_name_or_path)
     fp = model_fingerprint(encoder) if not cfg.no_cache else None
     emb, _ = encode_cached(encoder, texts, batch_size=cfg.batch_size, use_cache=not cfg.no_cache,
                            show_progress=True, fingerprint=fp)

@@ -16,15 +16,15 @@ def encode(cfg: EncodeConfig) -> SparseCodes:
     from .model import CSRModel
     from .sparse import encode_dense
 
-    if not cfg.csr_model or not cfg.input:
+    if not cfg.csr_model or not cfg.input_file:
         raise EmbforgeError("csr encode needs --csr_model and --input")
-    folder, src = Path(cfg.csr_model), Path(cfg.input)
+    folder, src = Path(cfg.csr_model), Path(cfg.input_file)
     if not folder.is_dir():
         raise EmbforgeError(f"{folder}: CSR model folder not found")
     if cfg.batch_size <= 0:
         raise EmbforgeError(f"--batch_size must be positive, got {cfg.batch_size}")
-    if cfg.output:
-        check_output_file(cfg.output)
+    if cfg.output_file:
+        check_output_file(cfg.output_file)
     if src.suffix.lower() in (".npz", ".npy"):
         model = CSRModel.load(folder / CSR_SUBFOLDER if is_stacked(folder) else folder)
         data = load_npz(src)
@@ -43,7 +43,7 @@ def encode(cfg: EncodeConfig) -> SparseCodes:
             import numpy as np
 
             codes.ids = np.asarray(ids)
-    if cfg.output:
-        codes.save(cfg.output)
-        print(f"wrote {len(codes)} sparse codes (k={codes.k} of {codes.hidden_size}) to {cfg.output}")
+    if cfg.output_file:
+        codes.save(cfg.output_file)
+        print(f"wrote {len(codes)} sparse codes (k={codes.k} of {codes.hidden_size}) to {cfg.output_file}")
     return codes

@@ -9,8 +9,8 @@ from ..config import option
 
 @dataclass
 class EvalConfig:
-    model: str | None = option(None, "Model folder; default: the embedded all-MiniLM-L6-v2.",
-                               aliases=("model_name_or_path", "encoder"))
+    model_name_or_path: str | None = option(None, "Model folder; default: the embedded all-MiniLM-L6-v2.",
+                                            aliases=("model", "encoder"))
     data: str | None = option(None, "A BEIR folder, a query/pos JSONL file, an STS-B csv (or its folder) or "
                                     "SICK.txt; the kind is detected.", aliases=("eval_data", "input_file"))
     split: str = option("test", "qrels split of a BEIR folder; STS-B file in a folder; SICK SemEval_set.")

@@ -125,7 +125,7 @@ def evaluate(cfg: EvalConfig, encoder: Encoder | None = None,
              records: Sequence[RetrievalRecord | ScoredPair] | None = None) -> dict[str, Any]:
     """Evaluate and return the report (``report["metrics"]`` holds the full-dim metrics).
 
-    The Python API may pass an already loaded ``encoder`` (then ``cfg.model``, ``cfg.max_length`` and the
+    The Python API may pass an already loaded ``encoder`` (then ``cfg.model_name_or_path``, ``cfg.max_length`` and the
     instruction are the caller's to apply) and in-memory ``records`` instead of ``cfg.data``.
     """
     from .report import format_table, plot_dims, write_json
@@ -145,7 +145,7 @@ def evaluate(cfg: EvalConfig, encoder: Encoder | None = None,
     if encoder is None:
         from ..model import Encoder
 
-        encoder = Encoder.from_pretrained(cfg.model, **encoder_overrides(cfg))
+        encoder = Encoder.from_pretrained(cfg.model_name_or_path, **encoder_overrides(cfg))
     t_model = time.perf_counter()
     if task is not None:
         result = evaluate_retrieval(encoder, task, ks=ks, dims=dims, batch_size=cfg.batch_size,
@@ -156,7 +156,7 @@ def evaluate(cfg: EvalConfig, encoder: Encoder | None = None,
         result["format"] = loaded.sts_format
     result["timings"] = {"load_data_s": t_data - t_start, "load_model_s": t_model - t_data, **result["timings"],
                          "total_s": time.perf_counter() - t_start}
-    report = {"model": getattr(encoder, "name_or_path", cfg.model), "data": str(data), "split": cfg.split,
+    report = {"model": getattr(encoder, "name_or_path", cfg.model_name_or_path), "data": str(data), "split": cfg.split,
               "metrics": result["dims"][max(result["dims"], key=int)], **result}
     for note in result.get("notes", ()):
         print(f"warning: {note}", file=sys.stderr)

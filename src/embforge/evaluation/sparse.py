@@ -227,11 +227,11 @@ def evaluate_sparse(cfg: EvalConfig, encoder: Encoder | None = None,
     stacked = is_stacked(folder)
     csr = CSRModel.load(folder / CSR_SUBFOLDER if stacked else folder)
     if encoder is None:
-        encoder = Encoder.from_pretrained(cfg.model or (str(folder) if stacked else None), **encoder_overrides(cfg))
+        encoder = Encoder.from_pretrained(cfg.model_name_or_path or (str(folder) if stacked else None), **encoder_overrides(cfg))
     t0 = time.perf_counter()
     result = evaluate_sparse_retrieval(encoder, csr, task, ks=ks, topk=cfg.sparse_k, batch_size=cfg.batch_size,
                                        use_cache=not cfg.no_cache, strict=cfg.strict)
-    report = {"model": getattr(encoder, "name_or_path", cfg.model), "csr_model": str(folder), "data": str(data),
+    report = {"model": getattr(encoder, "name_or_path", cfg.model_name_or_path), "csr_model": str(folder), "data": str(data),
               "split": cfg.split, **result, "total_s": time.perf_counter() - t0}
     import sys
 

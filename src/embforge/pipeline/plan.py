@@ -168,7 +168,7 @@ class _Planner:
             return
         assert self.eval_config.data is not None  # eval() filled it with an existing path
         report = str(self.out / "eval" / f"{label}.json")
-        cfg = dataclasses.replace(self.eval_config, model=model, report=report)
+        cfg = dataclasses.replace(self.eval_config, model_name_or_path=model, report=report)
         self.pipe.reports[label] = report
         card_model = None if label == "base" else model
         inputs = {"data": self.eval_config.data} | ({"model": model} if not after else {})

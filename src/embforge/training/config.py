@@ -47,7 +47,7 @@ class TrainConfig(TrainingArguments):
                                             aliases=("model", "model_name"))
     pooling: str | None = option(None, "cls, mean, weightedmean or lasttoken; default: the model's own.",
                                  aliases=("sentence_pooling_method",))
-    normalized: bool = option(True, "L2-normalise embeddings (cosine similarity).", aliases=("normlized", "normalize"))
+    normalize: bool = option(True, "L2-normalise embeddings (cosine similarity).", aliases=("normlized", "normalized"))
     query_max_len: int = option(64, "Max tokens per query.")
     passage_max_len: int = option(256, "Max tokens per passage.", aliases=("max_length", "max_seq_length"))
     query_instruction_for_retrieval: str | None = option(

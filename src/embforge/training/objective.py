@@ -184,7 +184,7 @@ def build_objective(cfg: TrainConfig, ese_layers: list[int], with_teacher: bool,
                                     cross_device=cfg.negatives_cross_device, in_batch=cfg.use_inbatch_neg,
                                     symmetric=cfg.symmetric)
     return Objective(temperature=temperature, group_size=group_size, cross_device=cfg.negatives_cross_device,
-                     in_batch=cfg.use_inbatch_neg, symmetric=cfg.symmetric, losses=dict(zip(losses, weights)), pairs=pairs, normalize=cfg.normalized,
+                     in_batch=cfg.use_inbatch_neg, symmetric=cfg.symmetric, losses=dict(zip(losses, weights)), pairs=pairs, normalize=cfg.normalize,
                      settings={name: registry.settings_from(name, cfg) for name in losses},
                      mrl_dims=mrl_dims, mrl_weights=cfg.mrl_weights, topk_k_list=topk_k_list,
                      topk_weights=cfg.topk_weights, topk_mode=resolved(cfg.topk_mode, "topk_mode"),

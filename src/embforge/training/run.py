@@ -129,7 +129,7 @@ def warn_unused_scores(records: Sequence[RetrievalRecord | ScoredPair], source: 
 def build_encoder(cfg: TrainConfig) -> Encoder:
     from .peft_modes import llm_overrides
 
-    overrides = {"pooling": cfg.pooling, "normalize": cfg.normalized, "query_max_len": cfg.query_max_len,
+    overrides = {"pooling": cfg.pooling, "normalize": cfg.normalize, "query_max_len": cfg.query_max_len,
                  "passage_max_len": cfg.passage_max_len, "query_instruction": cfg.query_instruction_for_retrieval,
                  "passage_instruction": cfg.passage_instruction_for_retrieval, **llm_overrides(cfg)}
     kbit = getattr(cfg, "load_kbit", None)
