@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
-from test_train import config, steps_trained
+from test_train import config, crash_at_step, steps_trained
 from tiny import SENTENCES
 from transformers import AutoModel
 
@@ -17,7 +17,6 @@ from embforge import Encoder
 from embforge.errors import EmbforgeError
 from embforge.model.heads import DenseHead, sgpt_layers
 from embforge.training import run as train_run
-from embforge.training.trainer import EmbeddingTrainer
 
 
 def train_config(model, tmp_path, **kw):
@@ -167,20 +166,11 @@ def test_resume_restores_head_and_query_tower_exactly(tiny_bert_nodrop, tmp_path
               "useact": True, "learning_rate": 1e-3}
     straight = train_run.train(train_config(tiny_bert_nodrop, tmp_path / "a", **common)).output_dir
 
-    original = EmbeddingTrainer.training_step
-
-    def crash_at_step_3(self, *args, **kwargs):
-        if self.state.global_step == 3:
-            raise KeyboardInterrupt("simulated crash")
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(EmbeddingTrainer, "training_step", crash_at_step_3)
-    with pytest.raises(KeyboardInterrupt):
+    with crash_at_step(3):
         train_run.train(train_config(tiny_bert_nodrop, tmp_path / "b", **common))
     checkpoint = tmp_path / "b" / "out" / "checkpoint-2"
     assert (checkpoint / "query_encoder" / "model.safetensors").exists()
     assert (checkpoint / "3_Dense" / "model.safetensors").exists()
-    monkeypatch.setattr(EmbeddingTrainer, "training_step", original)
     steps = steps_trained(monkeypatch)
     resumed = train_run.train(train_config(tiny_bert_nodrop, tmp_path / "b", resume_from_checkpoint="last", **common)).output_dir
     assert steps == [2, 3]  # resumed at checkpoint-2, not retrained from step 0

@@ -18,7 +18,7 @@ import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 from test_cache_misses import write_beir
-from test_train import config, weights
+from test_train import config, crash_at_step, weights
 from tiny import SENTENCES
 from transformers import AutoModel
 
@@ -29,7 +29,6 @@ from embforge.cli import main
 from embforge.errors import EmbforgeError
 from embforge.paths import OUTPUT_MARKER
 from embforge.training import run as train_run
-from embforge.training.trainer import EmbeddingTrainer
 
 
 @pytest.fixture(autouse=True)
@@ -101,20 +100,11 @@ def test_resume_last_never_takes_another_runs_checkpoint(tiny_bert_nodrop, tmp_p
         train_run.train(config(tiny_bert_nodrop, tmp_path, resume_from_checkpoint="last", **other))
     # With --overwrite_output_dir the old run's outputs go; the new run crashes after its first checkpoint
     # and `last` resumes the new run, not the old run's checkpoint-4.
-    original = EmbeddingTrainer.training_step
-
-    def crash_at_step_3(self, *args, **kwargs):
-        if self.state.global_step == 3:
-            raise KeyboardInterrupt("simulated crash")
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(EmbeddingTrainer, "training_step", crash_at_step_3)
-    with pytest.raises(KeyboardInterrupt):
+    with crash_at_step(3):
         train_run.train(config(tiny_bert_nodrop, tmp_path, overwrite_output_dir=True, **other))
     out = tmp_path / "out"
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
     assert not (out / "model.safetensors").exists()
-    monkeypatch.setattr(EmbeddingTrainer, "training_step", original)
     resumed = train_run.train(config(tiny_bert_nodrop, tmp_path, resume_from_checkpoint="last", **other)).output_dir
     straight = train_run.train(config(tiny_bert_nodrop, tmp_path / "straight", **other)).output_dir
     got, want = weights(resumed), weights(straight)

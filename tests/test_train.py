@@ -1,3 +1,4 @@
+import contextlib
 import json
 import logging
 
@@ -45,6 +46,24 @@ def weights(folder):
     return load_file(str(folder / "model.safetensors"))
 
 
+@contextlib.contextmanager
+def crash_at_step(step):
+    """Inside the block, training dies as a kill would (KeyboardInterrupt) when it reaches ``step``."""
+    original = EmbeddingTrainer.training_step
+
+    def crash(self, *args, **kwargs):
+        if self.state.global_step == step:
+            raise KeyboardInterrupt("simulated crash")
+        return original(self, *args, **kwargs)
+
+    EmbeddingTrainer.training_step = crash
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        EmbeddingTrainer.training_step = original
+
+
 def steps_trained(monkeypatch):
     """The global step at every ``training_step`` call from now on: which steps a run really trained."""
     seen = []
@@ -85,19 +104,10 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tiny_bert_nodro
               "train_group_size": 2}
     straight = train_run.train(config(tiny_bert_nodrop, tmp_path / "a", **common)).output_dir
 
-    original = EmbeddingTrainer.training_step
-
-    def crash_at_step_4(self, *args, **kwargs):
-        if self.state.global_step == 4:
-            raise KeyboardInterrupt("simulated crash")
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(EmbeddingTrainer, "training_step", crash_at_step_4)
-    with pytest.raises(KeyboardInterrupt):
+    with crash_at_step(4):
         train_run.train(config(tiny_bert_nodrop, tmp_path / "b", **common))
     out_b = tmp_path / "b" / "out"
     assert (out_b / "checkpoint-3").is_dir() and not (out_b / "model.safetensors").exists()
-    monkeypatch.setattr(EmbeddingTrainer, "training_step", original)
     steps = steps_trained(monkeypatch)
     resumed = train_run.train(config(tiny_bert_nodrop, tmp_path / "b", resume_from_checkpoint="last", **common)).output_dir
     # Retraining from step 0 ends at the same weights too (same seed, same batches): only the steps tell.
