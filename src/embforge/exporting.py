@@ -116,7 +116,7 @@ def onnx_session(path: Path) -> ort.InferenceSession | None:
 def run_onnx(session: ort.InferenceSession, features: dict[str, torch.Tensor]) -> np.ndarray:
     feeds = {"input_ids": features["input_ids"].numpy().astype(np.int64),
              "attention_mask": features["attention_mask"].numpy().astype(np.int64)}
-    return session.run(["sentence_embedding"], feeds)[0]
+    return np.asarray(session.run(["sentence_embedding"], feeds)[0])
 
 
 def verify_onnx(encoder: Encoder, output_dir: Path, files: list[str]) -> float | None:

@@ -57,7 +57,7 @@ def _member(path: Path, key: str) -> np.ndarray:
     if mapped is not None:
         return mapped
     with np.load(path, allow_pickle=False) as archive:
-        return archive[key]
+        return np.asarray(archive[key])
 
 
 def load_train_data(path: str | Path) -> TrainData:

@@ -92,7 +92,7 @@ class SparseTextEncoder:
 
     @property
     def hidden_size(self) -> int:
-        return self.csr.hidden_size
+        return int(self.csr.hidden_size)
 
     def encode(self, texts: str | Sequence[str], batch_size: int = 32, is_query: bool = False,
                topk: int | None = None, show_progress: bool | None = None) -> SparseCodes:

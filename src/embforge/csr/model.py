@@ -82,10 +82,10 @@ class CSRModel(nn.Module):
     def hidden_size(self) -> int:
         return self.settings.hidden_size
 
-    @torch.no_grad()
     def normalize_decoder(self) -> None:
-        w = self.decoder.weight  # (d, h): column j is latent j's direction
-        w.div_(w.norm(dim=0, keepdim=True).clamp_min(1e-12))
+        with torch.no_grad():  # a decorator would hide the signature from the type checker
+            w = self.decoder.weight  # (d, h): column j is latent j's direction
+            w.div_(w.norm(dim=0, keepdim=True).clamp_min(1e-12))
 
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x - self.pre_bias, self.encoder.weight, self.latent_bias)
@@ -101,12 +101,12 @@ class CSRModel(nn.Module):
     def encode(self, x: torch.Tensor, k: int | None = None) -> TopK:
         return top_k(self.pre_activation(x), k or self.settings.topk)
 
-    @torch.no_grad()
     def update_dead(self, codes: TopK) -> None:
         """Reset the counter of every latent that fired in this step; everyone else ages by one."""
-        fired = torch.zeros_like(self.steps_since_active, dtype=torch.bool)
-        fired[codes.indices[codes.values > 0]] = True
-        self.steps_since_active.add_(1).masked_fill_(fired, 0)
+        with torch.no_grad():  # a decorator would hide the signature from the type checker
+            fired = torch.zeros_like(self.steps_since_active, dtype=torch.bool)
+            fired[codes.indices[codes.values > 0]] = True
+            self.steps_since_active.add_(1).masked_fill_(fired, 0)
 
     def dead_mask(self) -> torch.Tensor:
         return self.steps_since_active > self.settings.dead_threshold
@@ -145,4 +145,5 @@ class CSRModel(nn.Module):
         fields = {k: meta[k] for k in ("embed_dim", "hidden_size", "topk", "auxk", "dead_threshold") if k in meta}
         model = cls(CSRSettings(**fields))
         model.load_state_dict(load_file(str(weights)))
-        return model.to(device).eval()
+        model.to(device).eval()
+        return model

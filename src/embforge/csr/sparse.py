@@ -78,24 +78,24 @@ class SparseCodes:
             return cls(z["indices"], z["values"], int(z["hidden_size"]), z["ids"] if "ids" in z.files else None)
 
 
-@torch.no_grad()
 def encode_dense(model: CSRModel, embeddings: np.ndarray, k: int | None = None, batch_size: int = 4096,
                  ids: np.ndarray | None = None, show_progress: bool = False) -> SparseCodes:
     """Sparse codes of dense rows (any array-like, memory-mapped included), batch by batch."""
-    k = k or model.settings.topk
-    if not 0 < k <= model.hidden_size:
-        raise EmbforgeError(f"topk must be between 1 and {model.hidden_size}, got {k}")
-    if embeddings.ndim != 2 or embeddings.shape[1] != model.settings.embed_dim:
-        raise EmbforgeError(f"embeddings have shape {embeddings.shape}; this CSR model expects (n, "
-                            f"{model.settings.embed_dim})")
-    n = embeddings.shape[0]
-    device = next(model.parameters()).device
-    indices = np.empty((n, k), dtype=np.int32)
-    values = np.empty((n, k), dtype=np.float32)
-    model.eval()
-    for s in tqdm(range(0, n, batch_size), desc="csr encode", disable=not show_progress):
-        x = torch.from_numpy(np.array(embeddings[s:s + batch_size], dtype=np.float32)).to(device)
-        codes = model.encode(x, k)
-        indices[s:s + batch_size] = codes.indices.cpu().numpy()
-        values[s:s + batch_size] = codes.values.cpu().numpy()
-    return SparseCodes(indices, values, model.hidden_size, ids)
+    with torch.no_grad():  # a decorator would hide the signature from the type checker
+        k = k or model.settings.topk
+        if not 0 < k <= model.hidden_size:
+            raise EmbforgeError(f"topk must be between 1 and {model.hidden_size}, got {k}")
+        if embeddings.ndim != 2 or embeddings.shape[1] != model.settings.embed_dim:
+            raise EmbforgeError(f"embeddings have shape {embeddings.shape}; this CSR model expects (n, "
+                                f"{model.settings.embed_dim})")
+        n = embeddings.shape[0]
+        device = next(model.parameters()).device
+        indices = np.empty((n, k), dtype=np.int32)
+        values = np.empty((n, k), dtype=np.float32)
+        model.eval()
+        for s in tqdm(range(0, n, batch_size), desc="csr encode", disable=not show_progress):
+            x = torch.from_numpy(np.array(embeddings[s:s + batch_size], dtype=np.float32)).to(device)
+            codes = model.encode(x, k)
+            indices[s:s + batch_size] = codes.indices.cpu().numpy()
+            values[s:s + batch_size] = codes.values.cpu().numpy()
+        return SparseCodes(indices, values, model.hidden_size, ids)

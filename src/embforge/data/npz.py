@@ -107,7 +107,7 @@ def load_npz(path: str | Path, embeddings_key: str | None = None, labels_key: st
             if mapped is not None:
                 return mapped
             try:
-                return archive[key]
+                return np.asarray(archive[key])
             except ValueError as exc:  # object arrays need pickle, which we never enable
                 raise EmbforgeError(f"{path}: array {key!r} holds Python objects; save it as numbers or strings") from exc
 

@@ -56,7 +56,7 @@ def load_sts(kind: str, path: Path, split: str = "test") -> list[ScoredPair]:
 def cosine_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
     b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    return (a.astype(np.float64) * b.astype(np.float64)).sum(axis=1)
+    return np.asarray((a.astype(np.float64) * b.astype(np.float64)).sum(axis=1))
 
 
 def evaluate_sts(encoder: EncoderLike, pairs: Sequence[ScoredPair], dims: Sequence[int] | None = None,

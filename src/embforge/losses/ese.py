@@ -41,15 +41,15 @@ class Settings(TypedDict):
 SETTINGS: Settings = {"apply_ese": False, "ese_compression_size": 128, "ese_kl_temperature": 1.0}
 
 
-@torch.no_grad()
 def pca_compress(m: torch.Tensor, k: int) -> torch.Tensor:
     """(N, D) -> (N, k): ``m`` projected on the top-k singular directions of the softmax-normalised
     feature Gram matrix ``softmax(m^T m / sqrt(D))``, scaled by their singular values. No gradient:
     it is the target the compressed prefix is pulled towards."""
-    x = m.float() if m.dtype in (torch.float16, torch.bfloat16) else m
-    gram = torch.softmax(x.T @ x / math.sqrt(x.shape[-1]), dim=-1)
-    u, s, _ = torch.linalg.svd(gram)
-    return (x @ (u[:, :k] * s[:k])).to(m.dtype)
+    with torch.no_grad():  # a decorator would hide the signature from the type checker
+        x = m.float() if m.dtype in (torch.float16, torch.bfloat16) else m
+        gram = torch.softmax(x.T @ x / math.sqrt(x.shape[-1]), dim=-1)
+        u, s, _ = torch.linalg.svd(gram)
+        return (x @ (u[:, :k] * s[:k])).to(m.dtype)
 
 
 def feature_kl(student: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -48,9 +48,10 @@ def _settings(folder: Path) -> dict[str, Any]:
     from .io import EMBFORGE_FILE
 
     try:
-        return json.loads((folder / EMBFORGE_FILE).read_text(encoding="utf-8"))
+        data = json.loads((folder / EMBFORGE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _copy_plot(src: str | os.PathLike[str] | None, folder: Path, name: str) -> str | None:

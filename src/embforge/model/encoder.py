@@ -185,7 +185,8 @@ class Encoder(nn.Module):
                 encoder.head.load_layer_states(states, str(folder))
         encoder.name_or_path = str(folder)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return encoder.to(device).eval()  # like from_pretrained in transformers: training opts in
+        encoder.to(device).eval()  # like from_pretrained in transformers: training opts in
+        return encoder
 
     @staticmethod
     def _defaults_for(model_config: Any, tokenizer: Any, is_llm: bool = False) -> dict[str, Any]:
@@ -290,7 +291,7 @@ class Encoder(nn.Module):
             out = self.tokenizer(list(texts), truncation=True, max_length=self.max_len(is_query),
                                  add_special_tokens=True, return_attention_mask=False,
                                  return_token_type_ids=False)
-            return out["input_ids"]
+            return list(out["input_ids"])
         # Compose by hand: the tokenizer's own special tokens, SGPT's brackets around the text, and EOS.
         body = self.tokenizer(list(texts), add_special_tokens=False, return_attention_mask=False,
                               return_token_type_ids=False)["input_ids"]

@@ -128,7 +128,7 @@ class DenseHead(nn.Module):
 
     @property
     def out_dim(self) -> int:
-        return self.specs[-1]["out_features"]
+        return int(self.specs[-1]["out_features"])
 
     def tokens(self, hidden: torch.Tensor) -> torch.Tensor:
         for layer in self.layers[: self._n_tokens]:

@@ -124,7 +124,7 @@ def load_safetensors(path: Path) -> dict[str, Any]:
     from safetensors.torch import load_file
 
     try:
-        return load_file(path)
+        return dict(load_file(path))
     except SafetensorError as exc:
         raise damaged_weights(path, exc) from exc
 

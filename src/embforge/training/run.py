@@ -146,7 +146,8 @@ def load_teacher(cfg: TrainConfig, encoder: Encoder) -> Encoder | None:
         raise EmbforgeError(f"--teacher_name_or_path {cfg.teacher_name_or_path}: the teacher's tokenizer differs "
                             "from the model's; distillation feeds both the same token ids, so they must match")
     teacher.requires_grad_(False)
-    return teacher.eval()
+    teacher.eval()
+    return teacher
 
 
 def freeze_unused_heads(encoder: Encoder) -> None:

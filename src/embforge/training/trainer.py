@@ -208,13 +208,13 @@ class EmbeddingTrainer(Trainer):
             return embed_with_layers(model, features, is_query, self.ese_layers)
         return model(features, is_query=is_query)
 
-    @torch.no_grad()
     def _teacher_embed(self, features: Features, is_query: bool) -> torch.Tensor:
-        teacher = self.teacher
-        if teacher.device != self.encoder.device:
-            teacher.to(self.encoder.device)
-        chunks = split_features(features, self.gradcache_chunk) if self.gradcache_chunk else [features]
-        return torch.cat([teacher(c, is_query=is_query) for c in chunks])
+        with torch.no_grad():  # a decorator would hide the signature from the type checker
+            teacher = self.teacher
+            if teacher.device != self.encoder.device:
+                teacher.to(self.encoder.device)
+            chunks = split_features(features, self.gradcache_chunk) if self.gradcache_chunk else [features]
+            return torch.cat([teacher(c, is_query=is_query) for c in chunks])
 
     def _extras(self, inputs: Batch, first: Features, second: Features, first_is_query: bool) -> dict[str, Any]:
         """What the objective needs beyond the embeddings (nothing for plain InfoNCE)."""
