@@ -167,6 +167,11 @@ class TrainResult:
     report: dict[str, Any]
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun/accelerate launch (the process group may not exist yet), or a lone process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def train(cfg: TrainConfig, encoder: Encoder | None = None) -> TrainResult:
     """Train and save the final model in ``OUTPUT_DIR``; returns it with the run's report.
 
@@ -175,7 +180,7 @@ def train(cfg: TrainConfig, encoder: Encoder | None = None) -> TrainResult:
     before writing anything there, so a failed run leaves no empty folder behind.
     """
     out = Path(cfg.output_dir)
-    created = not out.exists()
+    created = not out.exists() and is_main_process()
     try:
         return _train(cfg, out, encoder)
     except BaseException:
@@ -192,12 +197,12 @@ def _train(cfg: TrainConfig, out: Path, given: Encoder | None) -> TrainResult:
     records, cfg = load_training_records(cfg)
     encoder = build_encoder(cfg) if given is None else given
     settings = run_settings(cfg, records_digest(records), parameters_digest(encoder))
-    main_process = int(os.environ.get("RANK", "0")) == 0
-    resuming = bool(cfg.resume_from_checkpoint) and str(cfg.resume_from_checkpoint).lower() not in ("false", "none")
-    prepare_output_dir(out, settings, resuming=resuming, overwrite=cfg.overwrite_output_dir and main_process)
-    resume = resolve_resume(out, cfg.resume_from_checkpoint, settings)
-    if main_process:
+    if is_main_process():  # one process checks, clears and claims the folder; the others only read it
+        resuming = bool(cfg.resume_from_checkpoint) and str(cfg.resume_from_checkpoint).lower() not in ("false",
+                                                                                                      "none")
+        prepare_output_dir(out, settings, resuming=resuming, overwrite=cfg.overwrite_output_dir)
         claim(out, settings)
+    resume = resolve_resume(out, cfg.resume_from_checkpoint, settings)
     cfg = check_model_dims(cfg, encoder.embedding_dim)
     teacher = load_teacher(cfg, encoder)
     ese_layers = list(range(1, int(encoder.backbone.config.num_hidden_layers))) if cfg.apply_ese else []
