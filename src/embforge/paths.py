@@ -86,8 +86,7 @@ def check_output_dir(target: str | os.PathLike[str], *, command: str,
         if source == resolved or resolved in source.parents:
             raise EmbforgeError(f"{path}: the output folder holds the input {item}; writing it would destroy "
                                 f"that input (refused even with {flag}): give another output folder")
-    if resolved.exists() and not resolved.is_dir():
-        raise EmbforgeError(f"{path}: expected an output folder, found a file")
+    check_output_folder(path)
     if resolved.is_dir() and any(resolved.iterdir()) and not overwrite:
         owner = output_owner(resolved)
         if owner is None or owner.get("command") != command:
@@ -95,8 +94,14 @@ def check_output_dir(target: str | os.PathLike[str], *, command: str,
             raise EmbforgeError(f"{path}: the folder is not empty and is not the output of an earlier "
                                 f"`embforge {command}`{made_by}; refusing to replace it. Give a new or empty "
                                 f"folder, or {flag} to replace it")
-    check_writable_parent(path)
     return path
+
+
+def check_output_folder(path: str | os.PathLike[str]) -> None:
+    """An output folder's path, before the work that fills it: not a file, and its parent writable."""
+    if Path(path).expanduser().exists() and not Path(path).expanduser().is_dir():
+        raise EmbforgeError(f"{path}: expected an output folder, found a file")
+    check_writable_parent(path)
 
 
 def check_writable_parent(path: str | os.PathLike[str]) -> None:

@@ -21,7 +21,7 @@ from ..data.records import RetrievalRecord, ScoredPair
 from ..errors import EmbforgeError
 from ..model import Encoder
 from ..model.card import save_training_card
-from ..paths import OUTPUT_MARKER, atomic_write_bytes, check_writable_parent
+from ..paths import OUTPUT_MARKER, atomic_write_bytes, check_output_folder
 from .config import TrainConfig, hyperparameters_of, resolved
 from .distributed import world
 from .objective import build_objective
@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
+
 def sanity_data() -> Path:
     """16 SciFact train queries, each with 3 random corpus negatives, shipped in the package for --sanity_test."""
     return Path(str(resources.files("embforge") / "resources" / "sanity.jsonl"))
@@ -59,10 +60,7 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.apply_lora and cfg.freezenonbias:
         raise EmbforgeError("--apply_lora and --freezenonbias are two different ways to train few weights: pick one")
     validate_architecture_options(cfg)
-    out = Path(cfg.output_dir)
-    if out.exists() and not out.is_dir():
-        raise EmbforgeError(f"{out}: expected an output folder, found a file")
-    check_writable_parent(out)
+    check_output_folder(cfg.output_dir)
 
 
 def _require(flag: str, value: Any, ok: bool, expected: str) -> None:
