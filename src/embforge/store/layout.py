@@ -54,14 +54,16 @@ class EmbeddingStore:
 
     def shard_array(self, i: int) -> np.ndarray:
         """Shard ``i`` as a read-only memmap (its dtype as stored)."""
-        return np.load(self.shards[i].path, mmap_mode="r")
+        arr: np.ndarray = np.load(self.shards[i].path, mmap_mode="r")
+        return arr
 
     def shard_hashes(self, i: int) -> np.ndarray:
         """The uint64 text hash of each row of shard ``i``."""
         path = self.shards[i].hashes
         if path is None:
             raise ValueError(f"{self.shards[i].path}: this shard was stored without text hashes")
-        return np.load(path, mmap_mode="r")
+        arr: np.ndarray = np.load(path, mmap_mode="r")
+        return arr
 
     def blocks(self, block_rows: int = 65536, shard_indices: list[int] | None = None
                ) -> Iterator[tuple[int, np.ndarray]]:
