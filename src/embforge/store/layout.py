@@ -26,9 +26,10 @@ class Shard:
 
     start: int
     rows: int
-    path: Path
+    path: Path | None
     digest: str
     hashes: Path | None = None
+    array: np.ndarray | None = None  # an in-memory shard (see EmbeddingStore.from_array)
 
     @property
     def stop(self) -> int:
@@ -48,13 +49,27 @@ class EmbeddingStore:
     def n_rows(self) -> int:
         return self.shards[-1].stop if self.shards else 0
 
+    @classmethod
+    def from_array(cls, matrix: np.ndarray, shard_rows: int | None = None) -> EmbeddingStore:
+        """A store over vectors already in memory (a test, a small corpus, codes computed elsewhere), so
+        they are searched by the same code as a store on disk."""
+        matrix = np.asarray(matrix)
+        step = shard_rows or max(matrix.shape[0], 1)
+        shards = tuple(Shard(s, min(step, matrix.shape[0] - s), None, f"memory-{s}", array=matrix[s:s + step])
+                       for s in range(0, matrix.shape[0], step))
+        return cls(Path("<memory>"), shards, int(matrix.shape[1]), str(matrix.dtype))
+
     def owned(self, rank: int, world: int) -> list[int]:
         """Indices of the shards rank ``rank`` of ``world`` encodes and searches (round robin)."""
         return list(range(rank, len(self.shards), world))
 
     def shard_array(self, i: int) -> np.ndarray:
         """Shard ``i`` as a read-only memmap (its dtype as stored)."""
-        arr: np.ndarray = np.load(self.shards[i].path, mmap_mode="r")
+        shard = self.shards[i]
+        if shard.array is not None:
+            return shard.array
+        assert shard.path is not None
+        arr: np.ndarray = np.load(shard.path, mmap_mode="r")
         return arr
 
     def shard_hashes(self, i: int) -> np.ndarray:
