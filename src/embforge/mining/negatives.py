@@ -23,11 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from ..cache import encode_cached, model_fingerprint
 from ..errors import EmbforgeError
 from ..protocols import EncoderLike
+from ..store import EmbeddingStore
+from ..store.search import search
 
 logger = logging.getLogger(__name__)
 
@@ -68,26 +71,11 @@ def default_pool(records: Sequence[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(t for r in records for key in ("pos", "neg") for t in r.get(key) or ()))
 
 
-def faiss_search(queries: np.ndarray, pool: np.ndarray, k: int, use_gpu: bool = False,
-                 batch: int = 4096) -> tuple[np.ndarray, np.ndarray, str]:
-    """Exact inner-product top-k with faiss (IndexFlatIP), on every GPU when asked and present."""
-    import faiss
-
-    index: faiss.Index = faiss.IndexFlatIP(pool.shape[1])
-    device = "cpu"
-    if use_gpu:
-        if getattr(faiss, "get_num_gpus", lambda: 0)() > 0:
-            index = faiss.index_cpu_to_all_gpus(index)
-            device = "gpu"
-        else:
-            logger.warning("use_gpu_for_searching: faiss sees no GPU (faiss-cpu installed?); searching on the CPU")
-    index.add(np.ascontiguousarray(pool, dtype=np.float32))
-    scores = np.empty((queries.shape[0], k), dtype=np.float32)
-    ids = np.empty((queries.shape[0], k), dtype=np.int64)
-    for s in tqdm(range(0, queries.shape[0], batch), desc="search", unit="batch",
-                  disable=queries.shape[0] <= batch):
-        scores[s:s + batch], ids[s:s + batch] = index.search(np.ascontiguousarray(queries[s:s + batch]), k)
-    return scores, ids, device
+def search_device(use_gpu: bool) -> str:
+    """Where the exact search runs: a CUDA device when asked and torch sees one, else the CPU."""
+    if use_gpu and not torch.cuda.is_available():
+        logger.warning("use_gpu_for_searching: torch sees no GPU; searching on the CPU")
+    return "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
 
 
 def mine_negatives(encoder: EncoderLike, records: Sequence[dict[str, Any]], pool: Sequence[str] | None = None,
@@ -132,7 +120,11 @@ def mine_negatives(encoder: EncoderLike, records: Sequence[dict[str, Any]], pool
     t1 = time.perf_counter()
 
     k = min(hi, len(pool))
-    scores, ids, stats.device = faiss_search(q_emb, pool_emb, k, use_gpu=use_gpu)
+    stats.device = search_device(use_gpu)
+    # exact, ties by pool order; local: mining runs in one process for now
+    top = search(q_emb, EmbeddingStore.from_array(pool_emb), k, local=True, device=stats.device,
+                 show_progress=q_emb.shape[0] > 4096)
+    scores, ids = top.scores, top.rows
     t2 = time.perf_counter()
 
     rng = random.Random(seed)
