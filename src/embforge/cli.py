@@ -127,7 +127,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"embforge {args.command}: interrupted", file=sys.stderr)
         return 130
+    _leave_process_group()
     return 0
+
+
+def _leave_process_group() -> None:
+    """Under torchrun, leave the process group before the interpreter shuts down: gloo's worker threads
+    otherwise abort a finished rank now and then ("terminate called without an active exception",
+    pytorch/pytorch#190489), and the launcher reports a run that succeeded as failed."""
+    if "torch" in sys.modules:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _refuse_unknown(parser: argparse.ArgumentParser, unknown: list[str]) -> None:

@@ -26,6 +26,7 @@ from ..model.card import save_training_card
 from ..paths import OUTPUT_MARKER, atomic_write_bytes, check_output_folder
 from .config import TrainConfig, hyperparameters_of, resolved
 from .distributed import world
+from .fsdp import full_state_dict, materialized, sharding_summary
 from .objective import build_objective
 from .output import (
     STAGING_DIR,
@@ -276,13 +277,18 @@ def _train(cfg: TrainConfig, out: Path, given: Encoder | None) -> TrainResult:
     result = trainer.train(resume_from_checkpoint=resume)
 
     report = training_report(cfg, trainer.state, result.metrics, summary.count if summary else len(records))
+    gathered = None
+    if trainer.is_fsdp_enabled:  # collectives: every rank takes part, rank 0 ends up with the whole model
+        report["fsdp"] = sharding_summary(trainer.model)
+        gathered = full_state_dict(trainer.model)
     if trainer.is_world_process_zero():
         finalize_for_saving(encoder, cfg)
         write_report(out, report)
         staging = out / STAGING_DIR
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
-        encoder.save_to(staging)
+        with materialized(encoder, gathered):
+            encoder.save_to(staging)
         save_training_card(staging, out, report, hyperparameters_of(cfg))
         publish_final(out, staging, settings)
         logger.info("saved the final model to %s", out)

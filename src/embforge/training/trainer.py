@@ -32,6 +32,7 @@ from ..model.encoder import load_backbone_weights
 from ..model.pooling import pool
 from .batches import GroupCollator, GroupDataset, PairCollator, PairDataset, StreamingDataset
 from .distributed import world
+from .fsdp import default_layer_classes, materialized, restore_cpu_plugin
 from .gradcache import Features, gradcache_step, split_features
 from .objective import InfoNCEObjective, Objective
 from .output import write_run_file
@@ -145,6 +146,8 @@ class EmbeddingTrainer(Trainer):
             kwargs["args"].ignore_data_skip = True
         super().__init__(model=encoder, **kwargs)
         self.encoder = encoder
+        if self.is_fsdp_enabled:
+            default_layer_classes(self.accelerator.state.fsdp_plugin, encoder)
         self.records = records
         self.objective = objective
         self.gradcache_chunk = gradcache_chunk
@@ -166,6 +169,11 @@ class EmbeddingTrainer(Trainer):
         self.add_callback(_EpochCallback(self))
         self.add_callback(_ThroughputCallback(self, self.args.per_device_train_batch_size * world()[1]
                                               * self.args.gradient_accumulation_steps))
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        # --fsdp on CPU processes: accelerate drops the plugin and the run would be DDP (see fsdp.py).
+        self.is_fsdp_enabled = restore_cpu_plugin(self.accelerator, self.args.fsdp_plugin_args)
 
     # ------------------------------------------------------------------ data
     def set_epoch(self, epoch: int) -> None:
@@ -279,9 +287,12 @@ class EmbeddingTrainer(Trainer):
 
     # ------------------------------------------------------------------ saving and loading
     def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
+        if not self.args.should_save:  # under FSDP every rank gets here, with the gathered weights on rank 0
+            return
         folder = Path(output_dir or self.args.output_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        self.encoder.save_to(folder)
+        with materialized(self.encoder, state_dict if self.is_fsdp_enabled else None):
+            self.encoder.save_to(folder)
         torch.save(self.args, folder / "training_args.bin")
 
     def _get_output_dir(self, trial: Any) -> str:
@@ -311,6 +322,9 @@ class EmbeddingTrainer(Trainer):
         self.accelerator.wait_for_everyone()
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        if self.is_fsdp_enabled:  # the whole Encoder's weights, from accelerate's pytorch_model_fsdp.bin
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+            return
         folder = Path(resume_from_checkpoint)
         load_backbone_weights(self.encoder.backbone, folder)
         self.encoder.load_extra_weights(folder)  # dense head, query tower
