@@ -98,6 +98,7 @@ def seed_cache(encoder, data: str, path: str) -> None:
 
     from embforge import cache
     from embforge.data.beir import read_corpus
+    from embforge.store.encode import encode_store
 
     texts = list(read_corpus(Path(data) / "corpus.jsonl").values())
     matrix = np.load(path)
@@ -107,7 +108,18 @@ def seed_cache(encoder, data: str, path: str) -> None:
     fresh = encoder.encode([texts[i] for i in sample])
     if not np.allclose(fresh, matrix[sample], atol=1e-4):
         raise SystemExit(f"{path}: rows differ from this model's embeddings of the corpus")
-    cache.save(cache.cache_key(cache.model_fingerprint(encoder), texts, False), matrix)
+    by_text = {t: matrix[i] for i, t in enumerate(texts)}
+
+    class Precomputed:  # serves the matrix's rows to the store writer, as if it encoded them
+        config, name_or_path, embedding_dim = encoder.config, encoder.name_or_path, encoder.embedding_dim
+
+        def encode(self, batch, **_):
+            return np.stack([by_text[t] for t in batch]).astype(np.float32)
+
+        def state_dict(self):
+            return {}
+
+    encode_store(Precomputed(), texts, fingerprint=cache.model_fingerprint(encoder))
 
 
 if __name__ == "__main__":
