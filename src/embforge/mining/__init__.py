@@ -1,9 +1,9 @@
-"""Hard-negative mining: ``mine`` (the ``embforge mine`` driver) over ``mine_negatives`` (faiss search,
+"""Hard-negative mining: ``mine`` (the ``embforge mine`` driver) over ``mine_negatives`` (exact store search,
 rank-band sampling, false-negative margin)."""
 
 from .config import MineConfig
-from .negatives import MineStats, default_pool, faiss_search, mine_negatives, parse_range
+from .negatives import MineStats, default_pool, mine_negatives, parse_range
 from .run import load_input, mine
 
-__all__ = ["MineConfig", "MineStats", "default_pool", "faiss_search", "load_input", "mine", "mine_negatives",
+__all__ = ["MineConfig", "MineStats", "default_pool", "load_input", "mine", "mine_negatives",
            "parse_range"]

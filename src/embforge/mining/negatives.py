@@ -246,14 +246,23 @@ def _mine(encoder: EncoderLike, records: Sequence[dict[str, Any]], pool: Iterabl
     return out, stats
 
 
+def search_device(use_gpu: bool) -> str:
+    """Where the exact search runs: a CUDA device when asked and torch sees one, else the CPU."""
+    import torch
+
+    if use_gpu and not torch.cuda.is_available():
+        logger.warning("use_gpu_for_searching: torch sees no GPU; searching on the CPU")
+    return "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+
+
 def _search(q_emb: np.ndarray, store: EmbeddingStore, k: int, index: str | None, nprobe: int | None,
             use_gpu: bool, stats: MineStats) -> TopK:
     """Exact blocked search, or a FAISS index with its recall against exact search measured on a sample."""
     if not index:
-        return search(q_emb, store, k, show_progress=q_emb.shape[0] > 10000)
+        stats.device = search_device(use_gpu)
+        return search(q_emb, store, k, device=stats.device, show_progress=q_emb.shape[0] > 10000)
     top = index_search(q_emb, store, k, index, nprobe=nprobe, use_gpu=use_gpu, show_progress=True)
     stats.recall = estimate_recall(q_emb, store, k, top)
-    stats.device = "gpu" if use_gpu else "cpu"
     return top
 
 

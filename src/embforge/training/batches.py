@@ -8,11 +8,11 @@ batch across processes, reproduces exactly the groups of an uninterrupted single
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from ..data.instructions import passage_text, query_text
 from ..data.records import RetrievalRecord, ScoredPair
@@ -20,6 +20,7 @@ from ..data.sampling import sample_group
 from ..errors import EmbforgeError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..data.streaming import Drawn, DuplicateFreeStream
     from ..model.encoder import Encoder
 
 
@@ -43,8 +44,11 @@ class GroupDataset(Dataset):
         return len(self.records)
 
     def __getitem__(self, index: int) -> tuple[str, list[str]]:
-        record = self.records[index]
-        rng = random.Random(f"{self.seed}/{self.epoch}/{index}")
+        return self.group(self.records[index], self.epoch, index)
+
+    def group(self, record: RetrievalRecord, epoch: int, index: int) -> tuple[str, list[str]]:
+        """(query text, [positive, negatives...]) of ``record``, drawn with the key (seed, epoch, index)."""
+        rng = random.Random(f"{self.seed}/{epoch}/{index}")
         positive, negatives = sample_group(record, self.group_size, rng, strict=self.strict)
         group = [passage_text(t, self.passage_instruction) for t in [positive, *negatives]]
         return query_text(record, self.query_instruction), group
@@ -81,11 +85,12 @@ class PairDataset(Dataset):
     upper half of the range positive without knowing the scale.
     """
 
-    def __init__(self, records: Sequence[ScoredPair], instruction: str | None = None):
+    def __init__(self, records: Sequence[ScoredPair], instruction: str | None = None,
+                 score_range: tuple[float, float] | None = None):
         self.records = records
         self.instruction = instruction
         values = [r.score for r in records]
-        self.low, self.high = min(values), max(values)
+        self.low, self.high = score_range or (min(values), max(values))
         if self.high == self.low:
             raise EmbforgeError(f"every training pair has the score {self.low}: a pair loss has nothing to rank")
 
@@ -96,9 +101,46 @@ class PairDataset(Dataset):
         return len(self.records)
 
     def __getitem__(self, index: int) -> tuple[str, str, float]:
-        r = self.records[index]
+        return self.pair(self.records[index])
+
+    def pair(self, r: ScoredPair) -> tuple[str, str, float]:
         prefix = self.instruction or ""
         return prefix + r.text1, prefix + r.text2, (r.score - self.low) / (self.high - self.low)
+
+
+class StreamingDataset(IterableDataset):
+    """This process's micro-batches of a :class:`~embforge.data.streaming.DuplicateFreeStream`, as lists of
+    items (``item(drawn)``: a group or a scored pair) for a ``DataLoader(batch_size=None)``.
+
+    Rank ``rank`` takes its slice of each global batch, as with the in-memory sampler. ``start`` global
+    batches are skipped first (the ones a resumed run already trained): they are formed again but never
+    turned into texts or tokens. DataLoader workers take every ``num_workers``-th batch in turn, which is
+    the order the DataLoader reads them back in.
+    """
+
+    def __init__(self, stream: DuplicateFreeStream, items: GroupDataset | PairDataset, batch_size: int,
+                 rank: int = 0) -> None:
+        self.stream, self.items, self.batch_size, self.rank = stream, items, batch_size, rank
+        self.start = 0
+
+    def item(self, drawn: Drawn) -> Any:
+        record = drawn.record
+        if isinstance(self.items, PairDataset) and isinstance(record, ScoredPair):
+            return self.items.pair(record)
+        if isinstance(self.items, GroupDataset) and isinstance(record, RetrievalRecord):
+            return self.items.group(record, drawn.epoch, drawn.index)
+        raise EmbforgeError(f"{record.source or 'a record'}: a {type(record).__name__} in a stream of the other kind")
+
+    def set_epoch(self, epoch: int) -> None:  # passes over the data are counted by the stream itself
+        pass
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        lo = self.rank * self.batch_size
+        for i, batch in enumerate(self.stream):
+            if i >= self.start and (i - self.start) % workers == worker:
+                yield [self.item(drawn) for drawn in batch[lo:lo + self.batch_size]]
 
 
 class PairCollator:

@@ -65,6 +65,10 @@ class TrainConfig(TrainingArguments):
     max_examples: int | None = option(None, "Use only the first N records (quick experiments).")
     strict: bool = option(False, "Fail instead of warning on records with too few negatives.")
     skip_bad_records: bool = option(False, "Skip malformed records (reporting count and locations) instead of failing.")
+    streaming: bool = option(False, "Read --train_data lazily (one file or folder, not a mixture): memory holds "
+                                    "--stream_buffer records, not the data set. Needs --max_steps.")
+    stream_buffer: int = option(10000, "Streaming: records held at once; each batch draws from them at random, "
+                                       "a record sharing a text with the batch waiting for a later one.")
     # --- loss (fields left at None take the --recipe's value, else the default named in the help; docs/losses.md)
     recipe: str | None = option(None, "Preset of a reference system: flag, angle, sgpt, mrl or topk-lora; flags you "
                                       "give still win.", choices=("flag", "angle", "sgpt", "mrl", "topk-lora"))

@@ -18,7 +18,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,7 +77,7 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def records_digest(records: Sequence[Any]) -> str:
+def records_digest(records: Iterable[Any]) -> str:
     """Hash of the training records as read (texts, order, scores): the data a run saw, whatever its files.
     Where a record came from (its ``source`` file:line) is not part of it."""
     h = hashlib.sha256()

@@ -17,7 +17,9 @@ import torch
 
 from ..cache import parameters_digest
 from ..data import load_records
+from ..data.memory import is_in_memory
 from ..data.records import RetrievalRecord, ScoredPair
+from ..data.streaming import StreamSource, StreamSummary
 from ..errors import EmbforgeError
 from ..model import Encoder
 from ..model.card import save_training_card
@@ -57,6 +59,8 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.train_group_size is not None and cfg.train_group_size < 1:
         raise EmbforgeError(f"--train_group_size must be at least 1, got {cfg.train_group_size}")
     check_numbers(cfg)
+    if cfg.streaming:
+        check_streaming(cfg)
     if cfg.apply_lora and cfg.freezenonbias:
         raise EmbforgeError("--apply_lora and --freezenonbias are two different ways to train few weights: pick one")
     validate_architecture_options(cfg)
@@ -88,18 +92,61 @@ def check_numbers(cfg: TrainConfig) -> None:
         _require("lora_dropout", cfg.lora_dropout, 0 <= cfg.lora_dropout < 1, "in [0, 1)")
 
 
-def load_training_records(cfg: TrainConfig) -> tuple[list[RetrievalRecord] | list[ScoredPair], TrainConfig]:
-    """Retrieval records or scored pairs, whichever the data holds and the loss (``cfg.loss``, resolved)
-    takes, with the config completed for them (``train_group_size``)."""
+def check_streaming(cfg: TrainConfig) -> None:
+    """What a stream cannot do: tell its own length, or be a mixture (built in memory)."""
+    if cfg.max_steps <= 0:
+        raise EmbforgeError("--streaming needs --max_steps N: a stream has no length, so --num_train_epochs "
+                            "cannot set the run's length (passes over the data restart until N steps)")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    need = cfg.per_device_train_batch_size * world_size
+    _require("stream_buffer", cfg.stream_buffer, cfg.stream_buffer >= need,
+             f"at least the global batch ({need} records)")
+    source = cfg.train_data
+    if cfg.train_format == "mixture" or (source and not is_in_memory(source) and Path(source).is_file()
+                                         and Path(source).suffix.lower() in (".yaml", ".yml")):
+        raise EmbforgeError(f"--streaming reads one source; {source} is a dataset mixture, which is built in "
+                            "memory (drop --streaming, or stream one of its files)")
+
+
+def training_source(cfg: TrainConfig) -> str | Path:
     source = cfg.train_data or (sanity_data() if cfg.sanity_test else None)
     if source is None:
         raise EmbforgeError("no training data: give --train_data FILE|FOLDER|MIXTURE.yaml (or --sanity_test)")
+    return source
+
+
+def open_stream(cfg: TrainConfig) -> tuple[list[RetrievalRecord] | list[ScoredPair], TrainConfig, StreamSource,
+                                           StreamSummary, str]:
+    """The lazily read source of --streaming, after one pass at constant memory that validates every record,
+    counts and fingerprints them (for resuming) and keeps the few the data-kind checks need. Returns those
+    representatives, the completed config, the source, the pass's summary and the records' digest."""
+    source = training_source(cfg)
+    stream = StreamSource(source, format=cfg.train_format, split=cfg.train_split, strict=cfg.strict,
+                          skip_bad_records=cfg.skip_bad_records, max_records=cfg.max_examples)
+    summary = StreamSummary()
+    digest = records_digest(summary.watch(stream.open()))
+    if not summary.count:
+        raise EmbforgeError(f"{source}: no training records")
+    records, cfg = check_records(cfg, summary.representatives, source)  # type: ignore[arg-type]
+    return records, cfg, stream, summary, digest
+
+
+def load_training_records(cfg: TrainConfig) -> tuple[list[RetrievalRecord] | list[ScoredPair], TrainConfig]:
+    """Retrieval records or scored pairs, whichever the data holds and the loss (``cfg.loss``, resolved)
+    takes, with the config completed for them (``train_group_size``)."""
+    source = training_source(cfg)
     records = load_records(source, format=cfg.train_format, split=cfg.train_split, strict=cfg.strict,
                            skip_bad_records=cfg.skip_bad_records, seed=cfg.seed)
     if cfg.max_examples:
         records = records[: cfg.max_examples]
     if not records:
         raise EmbforgeError(f"{source}: no training records")
+    return check_records(cfg, records, source)
+
+
+def check_records(cfg: TrainConfig, records: list[RetrievalRecord] | list[ScoredPair],
+                  source: str | Path) -> tuple[list[RetrievalRecord] | list[ScoredPair], TrainConfig]:
+    """The data-kind checks on the records, and the config completed for them."""
     warn_unused_scores(records, source)
     if cfg.loss is None:
         cfg = resolve(cfg)
@@ -192,9 +239,14 @@ def _train(cfg: TrainConfig, out: Path, given: Encoder | None) -> TrainResult:
 
     cfg = resolve(cfg)
     validate(cfg)
-    records, cfg = load_training_records(cfg)
+    stream, summary = None, None
+    if cfg.streaming:
+        records, cfg, stream, summary, digest = open_stream(cfg)
+    else:
+        records, cfg = load_training_records(cfg)
+        digest = records_digest(records)
     encoder = build_encoder(cfg) if given is None else given
-    settings = run_settings(cfg, records_digest(records), parameters_digest(encoder))
+    settings = run_settings(cfg, digest, parameters_digest(encoder))
     if is_main_process():  # one process checks, clears and claims the folder; the others only read it
         resuming = bool(cfg.resume_from_checkpoint) and str(cfg.resume_from_checkpoint).lower() not in ("false",
                                                                                                       "none")
@@ -218,10 +270,12 @@ def _train(cfg: TrainConfig, out: Path, given: Encoder | None) -> TrainResult:
                                query_instruction=encoder.config.query_instruction,
                                passage_instruction=encoder.config.passage_instruction, strict=cfg.strict,
                                gradcache_chunk=cfg.chunk_size if cfg.gradcache else None, pairs=pairs,
-                               teacher=teacher, ese_layers=ese_layers, run_settings=settings)
+                               teacher=teacher, ese_layers=ese_layers, run_settings=settings, stream=stream,
+                               stream_buffer=cfg.stream_buffer,
+                               score_range=(summary.low, summary.high) if summary and pairs else None)
     result = trainer.train(resume_from_checkpoint=resume)
 
-    report = training_report(cfg, trainer.state, result.metrics, len(records))
+    report = training_report(cfg, trainer.state, result.metrics, summary.count if summary else len(records))
     if trainer.is_world_process_zero():
         finalize_for_saving(encoder, cfg)
         write_report(out, report)

@@ -13,6 +13,7 @@ What it changes, and why:
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import shutil
@@ -29,7 +30,7 @@ from ..data.sampling import NoDuplicateBatchSampler
 from ..errors import EmbforgeError
 from ..model.encoder import load_backbone_weights
 from ..model.pooling import pool
-from .batches import GroupCollator, GroupDataset, PairCollator, PairDataset
+from .batches import GroupCollator, GroupDataset, PairCollator, PairDataset, StreamingDataset
 from .distributed import world
 from .gradcache import Features, gradcache_step, split_features
 from .objective import InfoNCEObjective, Objective
@@ -37,6 +38,7 @@ from .output import write_run_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..data.records import RetrievalRecord, ScoredPair
+    from ..data.streaming import StreamSource
     from ..model.encoder import Encoder
 
 #: A collated batch: the tokenised sides (query/passage or text1/text2), and the scores of scored pairs.
@@ -133,7 +135,14 @@ class EmbeddingTrainer(Trainer):
                  query_instruction: str | None, passage_instruction: str | None, strict: bool = False,
                  gradcache_chunk: int | None = None, pairs: bool = False, teacher: Any = None,
                  ese_layers: list[int] | None = None, run_settings: dict[str, Any] | None = None,
-                 **kwargs: Any):
+                 stream: StreamSource | None = None, stream_buffer: int = 0,
+                 score_range: tuple[float, float] | None = None, **kwargs: Any):
+        """``stream``: read the records lazily instead (``records`` then only feeds the data-kind checks),
+        holding at most ``stream_buffer`` of them; ``score_range`` is the scored pairs' (min, max) then."""
+        self.skip_trained_batches = not kwargs["args"].ignore_data_skip
+        if stream is not None:  # the stream skips trained batches itself, before any tokenisation
+            kwargs["args"] = copy.copy(kwargs["args"])
+            kwargs["args"].ignore_data_skip = True
         super().__init__(model=encoder, **kwargs)
         self.encoder = encoder
         self.records = records
@@ -143,14 +152,16 @@ class EmbeddingTrainer(Trainer):
         self.teacher = teacher
         self.ese_layers = list(ese_layers or [])
         self.run_settings = run_settings  # written into every checkpoint, checked when resuming
+        self.stream, self.stream_buffer = stream, stream_buffer
         if pairs:
-            self.dataset = PairDataset(cast("Sequence[ScoredPair]", records), passage_instruction)
+            self.dataset = PairDataset(cast("Sequence[ScoredPair]", records), passage_instruction, score_range)
             self.collator: PairCollator | GroupCollator = PairCollator(encoder)
         else:
             self.dataset = GroupDataset(cast("Sequence[RetrievalRecord]", records), group_size, self.args.seed, query_instruction, passage_instruction,
                                         strict)
             self.collator = GroupCollator(encoder, group_size)
         self.sampler: NoDuplicateBatchSampler | None = None
+        self.streaming: StreamingDataset | None = None
         self._staging: str | None = None
         self.add_callback(_EpochCallback(self))
         self.add_callback(_ThroughputCallback(self, self.args.per_device_train_batch_size * world()[1]
@@ -161,9 +172,14 @@ class EmbeddingTrainer(Trainer):
         self.dataset.set_epoch(epoch)
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
+        if self.streaming is not None:  # a stream is one Trainer epoch: this runs once, with the resumed step
+            trained = self.state.global_step * self.args.gradient_accumulation_steps
+            self.streaming.start = trained if self.skip_trained_batches else 0
 
     def get_train_dataloader(self) -> DataLoader:
         rank, size = world()
+        if self.stream is not None:
+            return self._stream_dataloader(rank, size)
         self.sampler = NoDuplicateBatchSampler(
             self.records, self.args.per_device_train_batch_size, seed=self.args.seed,
             # Every process must hold the same number of queries for the gathered loss to be valid.
@@ -181,6 +197,19 @@ class EmbeddingTrainer(Trainer):
         if wrapper is not None and getattr(wrapper, "batch_sampler", None) is self.sampler:
             wrapper.num_processes, wrapper.process_index = 1, 0
         return loader
+
+    def _stream_dataloader(self, rank: int, size: int) -> DataLoader:
+        from ..data.streaming import DuplicateFreeStream
+
+        assert self.stream is not None
+        batch = self.args.per_device_train_batch_size
+        batches = DuplicateFreeStream(self.stream.open, batch * size, self.stream_buffer, self.args.seed,
+                                      label=self.stream.source)
+        self.streaming = StreamingDataset(batches, self.dataset, batch, rank)
+        # Not through accelerate.prepare: for an IterableDataset it would have process 0 read the data and
+        # send each process a share; here every process reads the stream and takes its own slice.
+        return DataLoader(self.streaming, batch_size=None, collate_fn=self.collator,
+                          num_workers=self.args.dataloader_num_workers)
 
     # ------------------------------------------------------------------ loss and step
     def _check_finite(self, loss: torch.Tensor) -> None:
