@@ -131,8 +131,8 @@ def is_beir_folder(path: str | Path) -> bool:
     return p.is_dir() and (p / "corpus.jsonl").is_file() and (p / "qrels").is_dir()
 
 
-def load_beir(folder: str | Path, split: str = "test") -> BeirSplit:
-    """Load one split; qrels naming unknown ids are dropped with a warning by the caller's choice."""
+def qrels_split(folder: str | Path, split: str) -> dict[str, dict[str, int]]:
+    """The qrels of one split of a BEIR folder, naming the splits there are when it is missing."""
     folder = Path(folder)
     if not folder.is_dir():
         raise EmbforgeError(f"{folder}: BEIR folder not found")
@@ -140,7 +140,13 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirSplit:
     if not qrels_path.is_file():
         have = sorted(p.stem for p in (folder / "qrels").glob("*.tsv")) if (folder / "qrels").is_dir() else []
         raise EmbforgeError(f"{qrels_path}: no qrels for split {split!r} (available: {', '.join(have) or 'none'})")
-    qrels = read_qrels(qrels_path)
+    return read_qrels(qrels_path)
+
+
+def load_beir(folder: str | Path, split: str = "test") -> BeirSplit:
+    """Load one split; qrels naming unknown ids are dropped with a warning by the caller's choice."""
+    folder = Path(folder)
+    qrels = qrels_split(folder, split)
     queries = read_queries(folder / "queries.jsonl")
     corpus = read_corpus(folder / "corpus.jsonl")
     return BeirSplit(corpus=corpus, queries={q: queries[q] for q in qrels if q in queries}, qrels=qrels)

@@ -8,6 +8,7 @@ validates the three fields mining and evaluation use.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,28 +53,39 @@ def read_query_jsonl(path: str | Path, need_pos: bool = True) -> list[dict[str, 
     return records
 
 
+class CandidatePool:
+    """Pool texts read in a stream, each pass from the top: JSONL ``{"text": ...}`` lines (FlagEmbedding
+    pretrain data) or plain text lines; blank lines are skipped. A pool of millions of passages is never
+    held in memory: the store encodes it shard by shard and mining fetches only the texts it keeps."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise EmbforgeError(f"{self.path}: candidate pool not found")
+
+    def __iter__(self) -> Iterator[str]:
+        empty = True
+        with self.path.open(encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                line = line.rstrip("\r\n")
+                if not line.strip():
+                    continue
+                empty = False
+                if line.lstrip().startswith("{"):
+                    try:
+                        obj = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise EmbforgeError(f"{where(self.path, n)}: invalid JSON: {exc.msg}") from exc
+                    text = obj.get("text") if isinstance(obj, dict) else None
+                    if not isinstance(text, str):
+                        raise EmbforgeError(f"{where(self.path, n)}: expected {{\"text\": str}} or a plain text line")
+                    yield text
+                else:
+                    yield line
+        if empty:
+            raise EmbforgeError(f"{self.path}: the candidate pool is empty (expected at least one text)")
+
+
 def read_candidate_pool(path: str | Path) -> list[str]:
-    """Pool texts: JSONL ``{"text": ...}`` lines (FlagEmbedding pretrain data) or plain text lines."""
-    path = Path(path)
-    if not path.is_file():
-        raise EmbforgeError(f"{path}: candidate pool not found")
-    texts: list[str] = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            if line.lstrip().startswith("{"):
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise EmbforgeError(f"{where(path, n)}: invalid JSON: {exc.msg}") from exc
-                text = obj.get("text") if isinstance(obj, dict) else None
-                if not isinstance(text, str):
-                    raise EmbforgeError(f"{where(path, n)}: expected {{\"text\": str}} or a plain text line")
-                texts.append(text)
-            else:
-                texts.append(line)
-    if not texts:
-        raise EmbforgeError(f"{path}: the candidate pool is empty (expected at least one text)")
-    return texts
+    """Every pool text in memory (small pools; :class:`CandidatePool` streams)."""
+    return list(CandidatePool(path))

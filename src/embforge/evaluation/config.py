@@ -28,4 +28,11 @@ class EvalConfig:
     sparse: str | None = option(None, "A CSR model folder (csr train's output) or a stacked encoder+CSR folder: "
                                       "evaluate its sparse codes against dense search at the same active dims, "
                                       "with query latency.", aliases=("csr_model",))
+    shard_size: int = option(16384, "Documents per shard of the embedding store: the unit of work split across "
+                                    "ranks under torchrun and redone after a crash.")
+    store_dir: str | None = option(None, "Where the embedding store lives (default: the embedding cache). On "
+                                         "several nodes it must be a folder every node sees.")
+    index: str | None = option(None, "FAISS factory string for approximate search (IVF4096,Flat, HNSW32, "
+                                     "IVF4096,PQ64); its recall against exact search is reported. Default: exact.")
+    nprobe: int | None = option(None, "IVF lists searched per query (--index IVF...); default: FAISS's.")
     sparse_k: int | None = option(None, "Active latents per sparse code (default: the CSR model's k).")

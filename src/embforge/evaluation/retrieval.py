@@ -1,45 +1,63 @@
 """Retrieval evaluation: a corpus, queries and qrels -> metrics at each Matryoshka dim.
 
-Inputs are plain dicts (id -> text, qid -> {docid: grade}), so BEIR folders and FlagEmbedding
-query/pos JSONL reduce to the same task. The corpus is encoded once at full dimension (through the
-embedding cache) and truncated per dim, which is what Matryoshka truncation means.
+Inputs are document ids with their texts (a list, or a stream such as a BEIR corpus file read from the
+top each time), queries and graded qrels, so BEIR folders and FlagEmbedding query/pos JSONL reduce to
+the same task. The corpus is encoded once at full dimension into the embedding store and searched
+shard by shard, truncated per dim inside the search (Matryoshka): only the ids, the queries and the
+top-k lists are in memory, never the corpus's texts or vectors. Under ``torchrun`` the ranks share the
+encoding and the search and every rank computes the same metrics.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from ..cache import encode_cached, model_fingerprint, truncate
+import numpy as np
+
+from ..cache import model_fingerprint
 from ..errors import EmbforgeError
 from ..protocols import EncoderLike
+from ..store.encode import encode_store, private_root
+from ..store.index import estimate_recall, index_search
+from ..store.search import search
 from .metrics import check_ks, msmarco_metrics, retrieval_metrics
-from .search import exact_search
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class RetrievalTask:
-    """What to evaluate: id -> text maps plus graded qrels, and where they came from."""
+    """What to evaluate: document ids with their texts (aligned; ``doc_texts`` re-iterable), query id ->
+    text, graded qrels, and where they came from."""
 
-    corpus: dict[str, str]
+    doc_ids: list[str]
+    doc_texts: Iterable[str]
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
     source: str = "data"
     kind: str = "beir"  # "beir" or "jsonl" (the latter also reports the MSMARCO-style block)
     notes: list[str] = field(default_factory=list)
 
+    @classmethod
+    def from_corpus(cls, corpus: dict[str, str], queries: dict[str, str], qrels: dict[str, dict[str, int]],
+                    **kwargs: Any) -> RetrievalTask:
+        """A task over an in-memory id -> text corpus."""
+        return cls(list(corpus), list(corpus.values()), queries, qrels, **kwargs)
+
 
 def check_qrels(task: RetrievalTask, strict: bool = False) -> RetrievalTask:
     """Drop qrels that name unknown queries or documents; warn with counts, or fail under ``strict``."""
-    if not task.corpus:
+    if not task.doc_ids:
         raise EmbforgeError(f"{task.source}: the corpus is empty (expected at least one document)")
+    known = set(task.doc_ids)
     missing_q = [q for q in task.qrels if q not in task.queries]
-    missing_d = sorted({d for rel in task.qrels.values() for d in rel if d not in task.corpus})
+    missing_d = sorted({d for rel in task.qrels.values() for d in rel if d not in known})
     if missing_q or missing_d:
         what = []
         if missing_q:
@@ -78,42 +96,84 @@ def check_dims(dims: Sequence[int] | None, full: int) -> list[int | None]:
     return out
 
 
+@contextmanager
+def store_root(use_cache: bool, store_dir: str | Path | None) -> Iterator[Path | None]:
+    """The embedding cache (or ``store_dir``), or a private store removed afterwards when caching is off."""
+    root = Path(store_dir) if store_dir else None
+    if use_cache:
+        with nullcontext(root) as cached:
+            yield cached
+    else:
+        with private_root(root) as private:
+            yield private
+
+
+def tie_ranks(doc_ids: Sequence[str]) -> np.ndarray:
+    """Each document's place in id order: equal scores are ranked by doc id, whatever the shards."""
+    order = np.array(sorted(range(len(doc_ids)), key=doc_ids.__getitem__), dtype=np.int64)
+    ranks = np.empty(len(doc_ids), dtype=np.int64)
+    ranks[order] = np.arange(len(doc_ids))
+    return ranks
+
+
 def evaluate_retrieval(encoder: EncoderLike, task: RetrievalTask, ks: Iterable[int] = (1, 10, 100),
                        dims: Sequence[int] | None = None, batch_size: int = 64, use_cache: bool = True,
-                       strict: bool = False) -> dict[str, Any]:
-    """Metrics per dim: ``{"dims": {"384": {...}, "64": {...}}, "timings": {...}, ...}``."""
+                       strict: bool = False, *, shard_size: int = 16384, store_dir: str | Path | None = None,
+                       index: str | None = None, nprobe: int | None = None) -> dict[str, Any]:
+    """Metrics per dim: ``{"dims": {"384": {...}, "64": {...}}, "timings": {...}, ...}``.
+
+    ``index`` (a FAISS factory string) replaces exact search; the recall of its top-k against exact
+    search, on a sample of queries, is reported beside the metrics it gives.
+    """
     ks = check_ks(ks)
     full = int(encoder.embedding_dim)
     dim_list = check_dims(dims, full)
     task = check_qrels(task, strict)
     normalize = bool(getattr(encoder.config, "normalize", True))
-    fingerprint = model_fingerprint(encoder) if use_cache else None
-    doc_ids = list(task.corpus)
+    doc_ids = task.doc_ids
     qids = list(task.queries)
-    t0 = time.perf_counter()
-    doc_emb, corpus_hit = encode_cached(encoder, [task.corpus[d] for d in doc_ids], is_query=False,
-                                        batch_size=batch_size, use_cache=use_cache, show_progress=True,
-                                        fingerprint=fingerprint)
-    t1 = time.perf_counter()
-    # queries are cheap and usually change with instructions, so they bypass the cache
-    q_emb = encoder.encode([task.queries[q] for q in qids], batch_size=batch_size, is_query=True)
-    t2 = time.perf_counter()
-    per_dim: dict[str, dict[str, float]] = {}
-    for dim in dim_list:
-        ranked = exact_search(truncate(q_emb, dim, normalize), truncate(doc_emb, dim, normalize), doc_ids,
-                              max(ks), show_progress=len(qids) > 1000)
-        metrics = retrieval_metrics(dict(zip(qids, ranked)), task.qrels, ks)
-        if task.kind == "jsonl":
-            metrics["msmarco"] = msmarco_metrics(metrics)  # type: ignore[assignment]
-        per_dim[str(dim or full)] = metrics
-    t3 = time.perf_counter()
-    return {
+    tie_rank = tie_ranks(doc_ids)
+    recall: dict[str, float] = {}
+    with store_root(use_cache, store_dir) as root:
+        t0 = time.perf_counter()
+        store, run = encode_store(encoder, task.doc_texts, is_query=False, batch_size=batch_size,
+                                  shard_size=shard_size, root=root, fingerprint=model_fingerprint(encoder),
+                                  show_progress=True)
+        if store.n_rows != len(doc_ids):
+            raise EmbforgeError(f"{task.source}: {store.n_rows} texts for {len(doc_ids)} document ids")
+        t1 = time.perf_counter()
+        # queries are cheap and usually change with instructions, so they bypass the cache
+        q_emb = encoder.encode([task.queries[q] for q in qids], batch_size=batch_size, is_query=True)
+        t2 = time.perf_counter()
+        per_dim: dict[str, dict[str, float]] = {}
+        k = min(max(ks), store.n_rows)
+        for dim in dim_list:
+            if index:
+                if dim is not None:
+                    raise EmbforgeError("--index searches the full dimension; evaluate --dims with exact search")
+                top = index_search(q_emb, store, k, index, nprobe=nprobe, show_progress=len(qids) > 1000)
+                recall[str(full)] = estimate_recall(q_emb, store, k, top)
+            else:
+                top = search(q_emb, store, k, tie_rank=tie_rank, dim=dim, normalize=normalize,
+                             show_progress=len(qids) > 1000)
+            ranked = [[(doc_ids[r], float(s)) for r, s in zip(rows, scores) if r >= 0]
+                      for rows, scores in zip(top.rows.tolist(), top.scores.tolist())]
+            metrics = retrieval_metrics(dict(zip(qids, ranked)), task.qrels, ks)
+            if task.kind == "jsonl":
+                metrics["msmarco"] = msmarco_metrics(metrics)  # type: ignore[assignment]
+            per_dim[str(dim or full)] = metrics
+        t3 = time.perf_counter()
+    result: dict[str, Any] = {
         "task": "retrieval",
         "corpus_size": len(doc_ids),
         "queries": len(qids),
         "ks": ks,
         "dims": per_dim,
-        "corpus_from_cache": corpus_hit,
+        "corpus_from_cache": run.encoded == 0,
+        "store": {"shards": run.shards, "encoded": run.encoded, "reused": run.reused},
         "timings": {"encode_corpus_s": t1 - t0, "encode_queries_s": t2 - t1, "search_and_metrics_s": t3 - t2},
         "notes": task.notes,
     }
+    if index:
+        result["index"] = {"factory": index, "nprobe": nprobe, f"recall@{k}_vs_exact": recall[str(full)]}
+    return result

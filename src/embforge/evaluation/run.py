@@ -36,7 +36,7 @@ def records_task(records: Sequence[dict[str, Any]], source: str) -> RetrievalTas
     for r in records:
         qid = query_id.setdefault(r["query"], f"q{len(query_id)}")
         qrels.setdefault(qid, {}).update({doc_id[p]: 1 for p in r["pos"]})
-    return RetrievalTask(corpus={d: t for t, d in doc_id.items()}, queries={q: t for t, q in query_id.items()},
+    return RetrievalTask(list(doc_id.values()), list(doc_id), queries={q: t for t, q in query_id.items()},
                          qrels=qrels, source=source, kind="jsonl")
 
 
@@ -80,7 +80,7 @@ def check(cfg: EvalConfig, has_records: bool = False) -> list[int]:
     ks = check_ks(list(cfg.k))
     if cfg.dims is not None and (not cfg.dims or min(cfg.dims) < 1):
         raise EmbforgeError(f"--dims: every dim must be a positive integer, got {cfg.dims!r}")
-    for flag in ("batch_size", "max_length", "sparse_k"):
+    for flag in ("batch_size", "max_length", "sparse_k", "shard_size", "nprobe"):
         value = getattr(cfg, flag)
         if value is not None and value < 1:
             raise EmbforgeError(f"--{flag} must be at least 1, got {value}")
@@ -89,9 +89,21 @@ def check(cfg: EvalConfig, has_records: bool = False) -> list[int]:
     return ks
 
 
+def beir_task(folder: Path, split: str) -> RetrievalTask:
+    """A BEIR split whose corpus is read in a stream: the ids are read once, the texts only while encoding."""
+    from ..data.beir import qrels_split, read_queries
+    from ..data.texts import BeirCorpus
+
+    qrels = qrels_split(folder, split)
+    queries = read_queries(folder / "queries.jsonl")
+    corpus = BeirCorpus(folder)
+    return RetrievalTask(corpus.ids(), corpus, {q: queries[q] for q in qrels if q in queries}, qrels,
+                         source=f"{folder} ({split})")
+
+
 def load_data(cfg: EvalConfig, records: Sequence[RetrievalRecord | ScoredPair] | None = None) -> EvalData:
     """The retrieval task or STS pairs of ``cfg.data`` (or of in-memory ``records``), by detected kind."""
-    from ..data.beir import is_beir_folder, load_beir
+    from ..data.beir import is_beir_folder
     from ..errors import EmbforgeError
     from .sts import detect_sts, load_sts
 
@@ -100,8 +112,7 @@ def load_data(cfg: EvalConfig, records: Sequence[RetrievalRecord | ScoredPair] |
         task, pairs, label = in_memory_data(records)
         return EvalData(Path(label), task, pairs, None if pairs is None else "records")
     if is_beir_folder(data):
-        split = load_beir(data, cfg.split)
-        return EvalData(data, RetrievalTask(split.corpus, split.queries, split.qrels, source=f"{data} ({cfg.split})"))
+        return EvalData(data, beir_task(data, cfg.split))
     sts = detect_sts(data, cfg.split)
     if sts is not None:
         return EvalData(data, pairs=load_sts(sts[0], sts[1], cfg.split), sts_format=sts[0])
@@ -128,6 +139,7 @@ def evaluate(cfg: EvalConfig, encoder: Encoder | None = None,
     The Python API may pass an already loaded ``encoder`` (then ``cfg.model_name_or_path``, ``cfg.max_length`` and the
     instruction are the caller's to apply) and in-memory ``records`` instead of ``cfg.data``.
     """
+    from ..store import ranks
     from .report import format_table, plot_dims, write_json
     from .retrieval import evaluate_retrieval
     from .sts import evaluate_sts
@@ -137,6 +149,7 @@ def evaluate(cfg: EvalConfig, encoder: Encoder | None = None,
 
         return evaluate_sparse(cfg, encoder=encoder, records=records)
     ks = check(cfg, has_records=records is not None)
+    ranks.join()
     dims = cfg.dims
     t_start = time.perf_counter()
     loaded = load_data(cfg, records)
@@ -149,7 +162,8 @@ def evaluate(cfg: EvalConfig, encoder: Encoder | None = None,
     t_model = time.perf_counter()
     if task is not None:
         result = evaluate_retrieval(encoder, task, ks=ks, dims=dims, batch_size=cfg.batch_size,
-                                    use_cache=not cfg.no_cache, strict=cfg.strict)
+                                    use_cache=not cfg.no_cache, strict=cfg.strict, shard_size=cfg.shard_size,
+                                    store_dir=cfg.store_dir, index=cfg.index, nprobe=cfg.nprobe)
     else:
         assert pairs is not None
         result = evaluate_sts(encoder, pairs, dims=dims, batch_size=cfg.batch_size, use_cache=not cfg.no_cache)
@@ -158,6 +172,8 @@ def evaluate(cfg: EvalConfig, encoder: Encoder | None = None,
                          "total_s": time.perf_counter() - t_start}
     report = {"model": getattr(encoder, "name_or_path", cfg.model_name_or_path), "data": str(data), "split": cfg.split,
               "metrics": result["dims"][max(result["dims"], key=int)], **result}
+    if not ranks.is_main():  # under torchrun every rank has the same report; rank 0 speaks and writes
+        return report
     for note in result.get("notes", ()):
         print(f"warning: {note}", file=sys.stderr)
     what = f"{result['queries']} queries, {result['corpus_size']} docs" if task is not None else \

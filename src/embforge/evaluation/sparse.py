@@ -129,10 +129,10 @@ def evaluate_sparse_retrieval(encoder: EncoderLike, csr: CSRModel, task: Retriev
     ks = check_ks(ks)
     task = check_qrels(task, strict)
     k_active = topk or csr.settings.topk
-    doc_ids, qids = list(task.corpus), list(task.queries)
+    doc_ids, qids = task.doc_ids, list(task.queries)
     t0 = time.perf_counter()
     if doc_emb is None:
-        doc_emb, _ = encode_cached(encoder, [task.corpus[d] for d in doc_ids], is_query=False,
+        doc_emb, _ = encode_cached(encoder, list(task.doc_texts), is_query=False,
                                    batch_size=batch_size, use_cache=use_cache, show_progress=True,
                                    fingerprint=model_fingerprint(encoder) if use_cache else None)
     if query_emb is None:

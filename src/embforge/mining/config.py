@@ -31,3 +31,10 @@ class MineConfig:
     batch_size: int = option(256, "Texts per forward pass.")
     max_length: int | None = option(None, "Override the model's max tokens per text.", aliases=("max_len",))
     no_cache: bool = option(False, "Do not read or write the embedding cache ($EMBFORGE_CACHE).")
+    shard_size: int = option(16384, "Texts per shard of the embedding store: the unit of work split across "
+                                    "ranks and redone after a crash.")
+    store_dir: str | None = option(None, "Where the embedding store lives (default: the embedding cache). On "
+                                         "several nodes it must be a folder every node sees.")
+    index: str | None = option(None, "FAISS factory string for approximate search (IVF4096,Flat, HNSW32, "
+                                     "IVF4096,PQ64); its recall against exact search is reported. Default: exact.")
+    nprobe: int | None = option(None, "IVF lists searched per query (--index IVF...); default: FAISS's.")
