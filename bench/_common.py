@@ -98,3 +98,23 @@ class AnonPeak:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, peak_memory().get("RssAnon", 0.0))
+
+
+def sgemm_peak(size: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of a float32 matmul on this machine, now (best of ``repeats``): the ceiling every encode and
+    training figure is compared with, measured in the same run because the same kind of machine varies."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm up the BLAS threads
+    seconds = best_time(lambda: a @ b, repeats)
+    return 2 * size**3 / seconds / 1e9
+
+
+def transformer_flops(tokens: int, hidden: int, layers: int, intermediate: int, seq_len: int) -> float:
+    """Forward FLOPs of an encoder over ``tokens`` tokens in sequences of ``seq_len``: the dense
+    projections (4 h^2 for q/k/v/o plus 2 h i for the MLP, 2 FLOPs per multiply-add) and attention
+    (2 matmuls of seq_len x h per token)."""
+    dense = 2 * (4 * hidden * hidden + 2 * hidden * intermediate)
+    attention = 2 * 2 * seq_len * hidden
+    return float(tokens * layers * (dense + attention))
