@@ -19,7 +19,8 @@ class MineConfig:
     negative_number: int = option(15, "Negatives per query.")
     candidate_pool: str | None = option(None, "Pool to search: JSONL {\"text\": ...} lines or plain text lines; "
                                               "default: every pos and neg text of the input.")
-    use_gpu_for_searching: bool = option(False, "Search with faiss on the GPU(s) when present.")
+    use_gpu_for_searching: bool = option(False, "Search on the GPU when present (torch for exact search, "
+                                                "faiss-gpu for --index).")
     query_instruction_for_retrieval: str | None = option(None, "Instruction prepended to queries (default: the "
                                                                "model's own).", aliases=("query_instruction",))
     false_negative_margin: float | None = option(None, "Drop candidates scoring within this margin of the "
