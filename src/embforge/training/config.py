@@ -42,6 +42,12 @@ class TrainConfig(TrainingArguments):
     # folded warmup_ratio into warmup_steps (a value below 1 is a ratio).
     EXTRA_ALIASES = {"warmup_ratio": "warmup_steps", "lr": "learning_rate", "epochs": "num_train_epochs"}
 
+    # --- task
+    task: str = option("embed", "What to train: an embedder (embed) or a cross-encoder reranker (rerank, "
+                                "docs in embforge.training.rerank).", choices=("embed", "rerank"))
+    rerank_loss: str | None = option(None, "--task rerank: ce (softmax over each group, default for query "
+                                           "groups), bce (default for scored pairs) or margin_mse (teacher "
+                                           "pos_scores/neg_scores).", choices=("ce", "bce", "margin_mse"))
     # --- model
     model_name_or_path: str | None = option(None, "Model folder to start from; default: the embedded all-MiniLM-L6-v2.",
                                             aliases=("model", "model_name"))
@@ -49,7 +55,8 @@ class TrainConfig(TrainingArguments):
                                  aliases=("sentence_pooling_method",))
     normalize: bool = option(True, "L2-normalise embeddings (cosine similarity).", aliases=("normlized", "normalized"))
     query_max_len: int = option(64, "Max tokens per query.")
-    passage_max_len: int = option(256, "Max tokens per passage.", aliases=("max_length", "max_seq_length"))
+    passage_max_len: int = option(256, "Max tokens per passage (--task rerank: per (query, passage) pair).",
+                                  aliases=("max_length", "max_seq_length", "max_len"))
     query_instruction_for_retrieval: str | None = option(
         None, "Prepended to every query (a record's own 'prompt' wins); saved with the model.",
         aliases=("query_instruction",))

@@ -238,6 +238,10 @@ def train(cfg: TrainConfig, encoder: Encoder | None = None) -> TrainResult:
 def _train(cfg: TrainConfig, out: Path, given: Encoder | None) -> TrainResult:
     from .trainer import EmbeddingTrainer
 
+    if cfg.task == "rerank":
+        from .rerank import train_reranker
+
+        return train_reranker(cfg, out, given)
     cfg = resolve(cfg)
     validate(cfg)
     stream, summary = None, None
