@@ -1,5 +1,6 @@
 """Two processes under torchrun (gloo, CPU) must train exactly like one process holding both halves."""
 
+import json
 import os
 import socket
 import subprocess
@@ -25,10 +26,15 @@ def args(model, data, out, batch, extra):
             "--use_cpu", "--save_strategy", "no", "--disable_tqdm", "true", *extra]
 
 
-@pytest.mark.parametrize("extra", [[], ["--gradcache", "--chunk_size", "1", "--symmetric"]],
-                         ids=["cross-device", "gradcache+cross-device+symmetric"])
+@pytest.mark.parametrize("extra", [[], ["--gradcache", "--chunk_size", "1", "--symmetric"],
+                                   ["--teacher_scores", "kd", "--kd_weight", "3"]],
+                         ids=["cross-device", "gradcache+cross-device+symmetric", "teacher-scores+cross-device"])
 def test_two_processes_equal_one_process_on_the_full_batch(tiny_bert_nodrop, tmp_path, extra):
     data = write_data(tmp_path / "train.jsonl", n=8)
+    if "--teacher_scores" in extra:  # each process's queries with their own groups' scores (query_offset)
+        records = [json.loads(line) for line in data.read_text().splitlines()]
+        data.write_text("".join(json.dumps({**r, "pos_scores": [2.0, 1.0], "neg_scores": [i % 3, -1.0, 0.5 * i]})
+                                + "\n" for i, r in enumerate(records)))
     # One thread per process on both sides, so float reductions run in the same order.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     single_cmd = [sys.executable, "-m", "embforge.cli", *args(tiny_bert_nodrop, data, tmp_path / "single", 4, extra)]

@@ -3,7 +3,7 @@ import torch
 
 from embforge import Encoder
 from embforge.training.gradcache import gradcache_step
-from embforge.training.objective import InfoNCEObjective
+from embforge.training.objective import InfoNCEObjective, Objective
 
 QUERIES = ["the cat sleeps", "a dog runs on the road", "science study", "big red car", "one two", "a bird eats"]
 PASSAGES = [w for q in QUERIES for w in (q + " in the house", "the old man and the " + q.split()[-1])]
@@ -36,6 +36,32 @@ def test_gradcache_gradients_equal_plain_training(tiny_bert_nodrop, checkpointin
     for name in ref:
         assert torch.allclose(ref[name], got[name], atol=1e-5, rtol=1e-4), name
     assert max(g.abs().max().item() for g in ref.values()) > 1e-3  # not trivially zero
+
+
+@pytest.mark.parametrize("mode", ["kd", "margin_mse"])
+def test_gradcache_gradients_equal_plain_training_with_teacher_scores(tiny_bert_nodrop, mode):
+    """The data's teacher-score term (with Matryoshka and InfoNCE beside it) through GradCache: the same
+    weight gradients as the plain step, and different ones when the teacher scores change."""
+    enc = Encoder.from_pretrained(tiny_bert_nodrop)
+    enc.train()
+    objective = Objective(temperature=0.05, group_size=2, losses={"infonce": 1.0}, mrl_dims=[32, 16],
+                          score_loss=mode, kd_weight=2.0, kd_temperature=0.5)
+    scores = torch.tensor([[3.0, 1.0], [0.5, 2.0], [1.0, 1.5], [4.0, -1.0], [0.0, 0.2], [2.0, 2.0]])
+    q_feat, p_feat = enc.tokenize(QUERIES, is_query=True), enc.tokenize(PASSAGES)
+
+    def plain(teacher):
+        objective(enc(q_feat, is_query=True), enc(p_feat), teacher_scores=teacher).backward()
+
+    def cached():
+        gradcache_step(lambda f, is_query: enc(f, is_query=is_query), q_feat, p_feat,
+                       lambda q, p: objective(q, p, teacher_scores=scores), 4)
+
+    ref, got = grads_after(enc, lambda: plain(scores)), grads_after(enc, cached)
+    other = grads_after(enc, lambda: plain(scores.flip(-1)))
+    assert ref.keys() == got.keys() and len(ref) > 10
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], atol=1e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
+    assert max((ref[n] - other[n]).abs().max().item() for n in ref) > 1e-3
 
 
 def test_gradcache_replays_dropout_masks(tiny_bert):

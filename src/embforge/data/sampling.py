@@ -41,11 +41,19 @@ def sample_group(record: RetrievalRecord, group_size: int, rng: Rng, strict: boo
     negatives. Both cases warn once per process, or raise under ``strict`` naming the record's
     source, because a data set full of short lists silently weakens training.
     """
+    pos, negs = sample_group_indices(record, group_size, rng, strict)
+    return record.pos[pos], [record.neg[i] for i in negs]
+
+
+def sample_group_indices(record: RetrievalRecord, group_size: int, rng: Rng,
+                         strict: bool = False) -> tuple[int, list[int]]:
+    """:func:`sample_group` as indices into ``record.pos`` and ``record.neg`` (the same draws), so that
+    per-passage data such as teacher scores can follow the texts chosen."""
     if group_size < 1:
         raise EmbforgeError(f"train_group_size must be at least 1, got {group_size}")
     if not record.pos:
         raise EmbforgeError(f"{record.source or 'record'}: field 'pos' is empty (every query needs a positive)")
-    positive = record.pos[_below(rng, len(record.pos))]
+    positive = _below(rng, len(record.pos))
     need, have = group_size - 1, len(record.neg)
     if need == 0:
         return positive, []
@@ -55,12 +63,12 @@ def sample_group(record: RetrievalRecord, group_size: int, rng: Rng, strict: boo
                       "asks for negatives; using none for this query", strict)
         return positive, []
     if have >= need:
-        return positive, [record.neg[i] for i in _without_replacement(rng, have, need)]
+        return positive, _without_replacement(rng, have, need)
     warn_or_raise("few-negatives", f"{where}: field 'neg' has {have} text(s) but train_group_size={group_size} "
                   f"needs {need}; repeating negatives", strict)
     order = _without_replacement(rng, have, have)
     order += [_below(rng, have) for _ in range(need - have)]
-    return positive, [record.neg[i] for i in order]
+    return positive, order
 
 
 def record_texts(record: Any) -> list[str]:

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from ..data.instructions import passage_text, query_text
 from ..data.records import RetrievalRecord, ScoredPair
-from ..data.sampling import sample_group
+from ..data.sampling import sample_group_indices
 from ..errors import EmbforgeError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -24,11 +24,19 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..model.encoder import Encoder
 
 
+#: A group item: (query text, [positive, negatives...]), plus the teacher's score of each of those passages
+#: when the dataset was asked for them (``with_scores``).
+GroupItem = tuple[str, list[str]] | tuple[str, list[str], list[float]]
+
+
 class GroupDataset(Dataset):
-    """Item i = (query text, [positive, negatives...]) for record i in the current epoch."""
+    """Item i = (query text, [positive, negatives...]) for record i in the current epoch; with ``with_scores``,
+    (query text, passages, their teacher scores): the record's ``pos_scores`` / ``neg_scores`` entries of the
+    very passages sampled, so a score always travels with its text."""
 
     def __init__(self, records: Sequence[RetrievalRecord], group_size: int, seed: int,
-                 query_instruction: str | None, passage_instruction: str | None, strict: bool = False):
+                 query_instruction: str | None, passage_instruction: str | None, strict: bool = False,
+                 with_scores: bool = False):
         self.records = records
         self.group_size = group_size
         self.seed = seed
@@ -36,6 +44,7 @@ class GroupDataset(Dataset):
         self.query_instruction = query_instruction
         self.passage_instruction = passage_instruction
         self.strict = strict
+        self.with_scores = with_scores
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -43,38 +52,64 @@ class GroupDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> tuple[str, list[str]]:
+    def __getitem__(self, index: int) -> GroupItem:
         return self.group(self.records[index], self.epoch, index)
 
-    def group(self, record: RetrievalRecord, epoch: int, index: int) -> tuple[str, list[str]]:
+    def group(self, record: RetrievalRecord, epoch: int, index: int) -> GroupItem:
         """(query text, [positive, negatives...]) of ``record``, drawn with the key (seed, epoch, index)."""
         rng = random.Random(f"{self.seed}/{epoch}/{index}")
-        positive, negatives = sample_group(record, self.group_size, rng, strict=self.strict)
-        group = [passage_text(t, self.passage_instruction) for t in [positive, *negatives]]
-        return query_text(record, self.query_instruction), group
+        pos, negs = sample_group_indices(record, self.group_size, rng, strict=self.strict)
+        texts = [record.pos[pos], *(record.neg[i] for i in negs)]
+        group = [passage_text(t, self.passage_instruction) for t in texts]
+        query = query_text(record, self.query_instruction)
+        if not self.with_scores:
+            return query, group
+        return query, group, [*teacher_scores(record, [pos], "pos"), *teacher_scores(record, negs, "neg")]
+
+
+def teacher_scores(record: RetrievalRecord, chosen: Sequence[int], side: str) -> list[float]:
+    """The record's ``{side}_scores`` at the ``chosen`` indices; a record without them (or with a count that
+    does not match its texts, possible for records built in Python) fails naming its file:line."""
+    scores, texts = getattr(record, f"{side}_scores"), getattr(record, side)
+    where = record.source or "a record"
+    if not chosen:
+        return []
+    if scores is None:
+        raise EmbforgeError(f"{where}: --teacher_scores needs '{side}_scores' (one teacher score per '{side}' "
+                            "text) in every record; this one has none")
+    if len(scores) != len(texts):
+        raise EmbforgeError(f"{where}: field '{side}_scores' has {len(scores)} scores for {len(texts)} texts")
+    return [scores[i] for i in chosen]
 
 
 class GroupCollator:
-    """Tokenises queries and passage groups with the encoder's own rules and per-side max lengths."""
+    """Tokenises queries and passage groups with the encoder's own rules and per-side max lengths; items
+    carrying teacher scores add ``teacher_scores`` (B, group_size), aligned with the passages."""
 
     def __init__(self, encoder: Encoder, group_size: int):
         self.encoder = encoder
         self.group_size = group_size
 
-    def __call__(self, items: list[tuple[str, list[str]]]) -> dict[str, dict[str, torch.Tensor]]:
-        queries = [q for q, _ in items]
-        passages = []
-        for _, group in items:
-            if len(group) < self.group_size:
-                # A record without enough negatives (non-strict): pad its group with its positive
-                # repeated; duplicates of the target score the same and add no false negative.
-                group = group + [group[0]] * (self.group_size - len(group))
-            passages.extend(group)
+    def __call__(self, items: Sequence[GroupItem]) -> dict[str, Any]:
+        queries = [item[0] for item in items]
+        passages, scores = [], []
+        for item in items:
+            group = item[1]
+            short = self.group_size - len(group)
+            # A record without enough negatives (non-strict): pad its group with its positive
+            # repeated; duplicates of the target score the same and add no false negative.
+            # (Its teacher score is repeated with it.)
+            passages.extend(group + [group[0]] * short)
+            if len(item) == 3:
+                scores.append(item[2] + [item[2][0]] * short)
         enc = self.encoder
-        return {
+        out: dict[str, Any] = {
             "query": enc.collate(enc.token_ids(queries, is_query=True, instruction="")),
             "passage": enc.collate(enc.token_ids(passages, is_query=False, instruction="")),
         }
+        if scores:
+            out["teacher_scores"] = torch.tensor(scores, dtype=torch.float32)
+        return out
 
 
 class PairDataset(Dataset):

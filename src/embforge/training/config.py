@@ -94,6 +94,14 @@ class TrainConfig(TrainingArguments):
                                               aliases=("teacher",))
     distill_w: float = option(1.0, "Weight of the distillation term.")
     distill_temperature: float = option(0.05, "Temperature of the similarity distributions in distillation.")
+    teacher_scores: str = option("none", "Distil the data's teacher scores (pos_scores/neg_scores, e.g. a reranker's): "
+                                         "kd = cross-entropy towards the teacher's softmax over each query's group "
+                                         "(FlagEmbedding's --knowledge_distillation), margin_mse = MarginMSE; added "
+                                         "to --loss with --kd_weight.", choices=("none", "kd", "margin_mse"))
+    knowledge_distillation: bool = option(False, "FlagEmbedding's spelling of --teacher_scores kd.")
+    kd_weight: float = option(1.0, "Weight of the --teacher_scores term.")
+    kd_temperature: float = option(1.0, "--teacher_scores kd: divides teacher and student scores (the student's "
+                                        "are similarity / --temperature); 1 = FlagEmbedding.")
     mrl_dims: list[int] | Literal["auto"] | None = option(None, "Matryoshka: train these prefix sizes too, largest first, e.g. "
                                               "384,256,128,64,32.", aliases=("matryoshka_dims",))
     mrl_weights: list[float] | None = option(None, "One weight per --mrl_dims entry (default 1 each).")
@@ -176,6 +184,8 @@ class TrainConfig(TrainingArguments):
             if importlib.util.find_spec("deepspeed") is None:
                 raise EmbforgeError("--deepspeed needs the deepspeed package (pip install deepspeed), "
                                     "which is not installed here")
+        if self.knowledge_distillation and self.teacher_scores == "none":
+            self.teacher_scores = "kd"
         if self.remove_unused_columns:
             self._set("remove_unused_columns", False)  # batches are dicts of tokenised sides, not model kwargs
         if self.disable_tqdm is None:

@@ -3,7 +3,8 @@
 Shared by the plain step and GradCache so that both compute exactly the same loss, including the
 cross-device gathering. ``InfoNCEObjective`` is plain InfoNCE; ``Objective`` adds every other
 loss of the registry (``embforge.losses.registry``: InfoNCE, CoSENT, cosine, AnglE and any loss
-registered there) and the wrappers (Matryoshka, ESE, multi-TopK, distillation). ``build_objective``
+registered there) and the wrappers (Matryoshka, ESE, multi-TopK, distillation from a teacher model or from the
+data's teacher scores). ``build_objective``
 makes the one a resolved train Config asks for.
 """
 
@@ -15,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..losses import distill, ese, registry, topk
+from ..losses import distill, ese, registry, score_distill, topk
 from ..losses.distill import similarity_distillation
 from ..losses.ese import ese_loss
 from ..losses.infonce import info_nce
 from ..losses.matryoshka import matryoshka
+from ..losses.score_distill import score_distillation
 from ..losses.topk import multi_topk
 from .distributed import gather_with_grad, world
 
@@ -63,19 +65,23 @@ class InfoNCEObjective(BatchLayout):
 class Objective(BatchLayout):
     """Every loss of ``embforge.losses`` behind one call, with the wrappers that change what it sees.
 
-    ``__call__(q, p, scores=None, teacher=None)``
+    ``__call__(q, p, scores=None, teacher=None, teacher_scores=None)``
         groups: q (B, W) queries, p (B*g, W) passages in groups (positive first);
         pairs (``pairs=True``): q and p are the two sides of B scored pairs, ``scores`` (B,) in [0, 1];
-        teacher: the teacher's (q, p) embeddings when distilling.
+        teacher: the teacher's (q, p) embeddings when distilling;
+        teacher_scores: (B, g) the data's teacher score of each local query's group passages, in p's order,
+        when ``score_loss`` is kd or margin_mse (``embforge.losses.score_distill``).
         With ESE the encoder packs ``[last layer | layer l_1 | ...]`` side by side, so W = D * (1 + len(ese_layers)):
         one tensor per side keeps GradCache and the cross-device gather unchanged.
 
     ``losses`` maps registered loss names to weights; ``settings`` maps a loss name to its settings, each
     missing one taking the registry's default (InfoNCE's ``temperature``: this objective's own).
 
-    Composition: base terms (``losses`` with weights) -> + multi-TopK terms -> Matryoshka over
-    ``mrl_dims`` -> ESE over layers and the compressed prefix; distillation is added on the full,
-    last-layer embeddings. Under cross-device negatives, in-batch losses over groups score local
+    Composition: base terms (``losses`` with weights, + ``kd_weight`` times the teacher-score term) -> + multi-TopK
+    terms -> Matryoshka over ``mrl_dims`` -> ESE over layers and the compressed prefix; distillation from a
+    teacher model is added on the full, last-layer embeddings. The teacher-score term sits with the base terms
+    because it is a loss over the group's scores like InfoNCE: every prefix, mask and layer learns the teacher's
+    ranking too. Under cross-device negatives, in-batch losses over groups score local
     queries against every process's passages (as InfoNCE does); pair losses rank the whole
     gathered batch on every process, which gives the same gradient as one process holding it.
     """
@@ -94,6 +100,9 @@ class Objective(BatchLayout):
     ese_kl_temperature: float = ese.SETTINGS["ese_kl_temperature"]
     distill_w: float = distill.SETTINGS["distill_w"]
     distill_temperature: float = distill.SETTINGS["distill_temperature"]
+    score_loss: str = "none"
+    kd_weight: float = score_distill.SETTINGS["kd_weight"]
+    kd_temperature: float = score_distill.SETTINGS["kd_temperature"]
 
     def __post_init__(self) -> None:
         """Look every loss up once: an unknown name fails here, and each call only computes."""
@@ -113,7 +122,8 @@ class Objective(BatchLayout):
 
     # ------------------------------------------------------------------ the call
     def __call__(self, q: torch.Tensor, p: torch.Tensor, scores: torch.Tensor | None = None,
-                 teacher: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                 teacher: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 teacher_scores: torch.Tensor | None = None) -> torch.Tensor:
         offset, q_all = 0, None
         if self.cross_device:
             rank, _ = world()
@@ -136,9 +146,18 @@ class Objective(BatchLayout):
                 return self._base(registry.Pairs(a, b, pair_scores))
             base: LossFn = pair_base
         else:
+            distilled = self.score_loss != "none"
+            if distilled and teacher_scores is None:
+                raise ValueError(f"--teacher_scores {self.score_loss} needs the batch's teacher scores")
+
             def group_base(a: torch.Tensor, b: torch.Tensor, a_all: torch.Tensor | None = None) -> torch.Tensor:
-                return self._base(registry.Groups(a, b, group_size=self.group_size, query_offset=offset, q_all=a_all,
+                loss = self._base(registry.Groups(a, b, group_size=self.group_size, query_offset=offset, q_all=a_all,
                                                   in_batch=self.in_batch, symmetric=self.symmetric))
+                if distilled and teacher_scores is not None:
+                    loss = loss + self.kd_weight * score_distillation(
+                        self.score_loss, a, b, teacher_scores, group_size=self.group_size,
+                        temperature=self.temperature, kd_temperature=self.kd_temperature, query_offset=offset)
+                return loss
             base = group_base
 
         inner: LossFn = base
@@ -178,8 +197,9 @@ def build_objective(cfg: TrainConfig, ese_layers: list[int], with_teacher: bool,
                                                                                  "train_group_size")
     mrl_dims, topk_k_list = sizes(cfg.mrl_dims, "mrl_dims"), sizes(cfg.topk_k_list, "topk_k_list")
     weights = cfg.loss_weights or [1.0] * len(losses)
+    score_loss = cfg.teacher_scores
     if losses == ["infonce"] and weights == [1.0] and not (mrl_dims or topk_k_list or ese_layers or with_teacher
-                                                           or pairs):
+                                                           or pairs or score_loss != "none"):
         return InfoNCEObjective(temperature=temperature, group_size=group_size,
                                     cross_device=cfg.negatives_cross_device, in_batch=cfg.use_inbatch_neg,
                                     symmetric=cfg.symmetric)
@@ -191,4 +211,5 @@ def build_objective(cfg: TrainConfig, ese_layers: list[int], with_teacher: bool,
                      ese_layers=ese_layers, ese_compression_size=resolved(cfg.ese_compression_size,
                                                                           "ese_compression_size"),
                      ese_kl_temperature=resolved(cfg.ese_kl_temperature, "ese_kl_temperature"),
-                     distill_w=cfg.distill_w, distill_temperature=cfg.distill_temperature)
+                     distill_w=cfg.distill_w, distill_temperature=cfg.distill_temperature,
+                     score_loss=score_loss, kd_weight=cfg.kd_weight, kd_temperature=cfg.kd_temperature)

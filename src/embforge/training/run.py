@@ -85,6 +85,7 @@ def check_numbers(cfg: TrainConfig) -> None:
         _require(flag, getattr(cfg, flag), getattr(cfg, flag) >= 1, "at least 1")
     for flag in ("weight_decay", "warmup_steps"):
         _require(flag, getattr(cfg, flag), getattr(cfg, flag) >= 0, "0 or more")
+    _require("kd_temperature", cfg.kd_temperature, cfg.kd_temperature > 0, "positive")
     if cfg.max_examples is not None:
         _require("max_examples", cfg.max_examples, cfg.max_examples >= 1, "at least 1")
     if cfg.apply_lora:
@@ -148,10 +149,13 @@ def load_training_records(cfg: TrainConfig) -> tuple[list[RetrievalRecord] | lis
 def check_records(cfg: TrainConfig, records: list[RetrievalRecord] | list[ScoredPair],
                   source: str | Path) -> tuple[list[RetrievalRecord] | list[ScoredPair], TrainConfig]:
     """The data-kind checks on the records, and the config completed for them."""
-    warn_unused_scores(records, source)
+    if cfg.teacher_scores == "none":
+        warn_unused_scores(records, source)
     if cfg.loss is None:
         cfg = resolve(cfg)
     cfg = check_data_kind(cfg, records, source if isinstance(source, (str, Path)) else "the training data")
+    if cfg.teacher_scores != "none":
+        check_teacher_scores(cfg, records, source)
     group_size = cfg.train_group_size or 1
     if cfg.strict and group_size > 1:
         need = group_size - 1
@@ -163,13 +167,38 @@ def check_records(cfg: TrainConfig, records: list[RetrievalRecord] | list[Scored
 
 
 def warn_unused_scores(records: Sequence[RetrievalRecord | ScoredPair], source: object) -> None:
-    """Teacher scores in FlagEmbedding data are parsed (and kept by ``mine``) but no loss reads them yet:
-    say so once per run rather than let the user believe the training distils them."""
+    """Teacher scores in FlagEmbedding data are read only under --teacher_scores (as FlagEmbedding reads them only
+    under --knowledge_distillation): without it, say so once per run rather than let the user believe the
+    training distils them."""
     fields = [name for name in ("pos_scores", "neg_scores") if any(getattr(r, name, None) is not None for r in records)]
     if fields:
         first = next(r for r in records if any(getattr(r, name, None) is not None for name in fields))
-        logger.warning("%s: the records carry %s (first at %s); no loss uses them yet, so training ignores them",
-                       source, " and ".join(fields), first.source or source)
+        logger.warning("%s: the records carry %s (first at %s); no loss uses them without --teacher_scores "
+                       "kd|margin_mse, so training ignores them", source, " and ".join(fields), first.source or source)
+
+
+def check_teacher_scores(cfg: TrainConfig, records: Sequence[RetrievalRecord | ScoredPair], source: object) -> None:
+    """--teacher_scores needs groups of two or more passages and a teacher score for every text a group can
+    draw: checked on every record here, before the model loads (a stream's later records are checked as
+    their groups are drawn, ``batches.teacher_scores``)."""
+    flag = f"--teacher_scores {cfg.teacher_scores}"
+    groups = [r for r in records if isinstance(r, RetrievalRecord)]
+    if len(groups) < len(records):
+        raise EmbforgeError(f"{flag} distils scores over each query's group; {source} holds scored pairs "
+                            "(give {query, pos, neg, pos_scores, neg_scores} records)")
+    group_size = resolved(cfg.train_group_size, "train_group_size")
+    if group_size < 2:
+        raise EmbforgeError(f"{flag} compares the passages of each query's group: it needs --train_group_size 2 "
+                            f"or more, got {group_size}")
+    for r in groups:
+        for side in ("pos", "neg") if r.neg else ("pos",):
+            scores, texts = getattr(r, f"{side}_scores"), getattr(r, side)
+            if scores is None:
+                raise EmbforgeError(f"{r.source or source}: {flag} needs '{side}_scores' (one teacher score per "
+                                    f"'{side}' text) in every record; this one has none")
+            if len(scores) != len(texts):
+                raise EmbforgeError(f"{r.source or source}: field '{side}_scores' has {len(scores)} scores for "
+                                    f"{len(texts)} texts")
 
 
 def build_encoder(cfg: TrainConfig) -> Encoder:
@@ -313,7 +342,7 @@ def training_report(cfg: TrainConfig, state: TrainerState, metrics: dict[str, fl
         "records": n_records,
         "loss": {"recipe": cfg.recipe, "loss": cfg.loss, "weights": cfg.loss_weights, "mrl_dims": cfg.mrl_dims,
                  "topk_k_list": cfg.topk_k_list, "apply_ese": cfg.apply_ese,
-                 "teacher": cfg.teacher_name_or_path},
+                 "teacher": cfg.teacher_name_or_path, "teacher_scores": cfg.teacher_scores},
         "world_size": world()[1],
         "global_steps": state.global_step,
         "train_runtime_s": metrics.get("train_runtime"),

@@ -160,8 +160,9 @@ class EmbeddingTrainer(Trainer):
             self.dataset = PairDataset(cast("Sequence[ScoredPair]", records), passage_instruction, score_range)
             self.collator: PairCollator | GroupCollator = PairCollator(encoder)
         else:
+            scored = isinstance(objective, Objective) and objective.score_loss != "none"
             self.dataset = GroupDataset(cast("Sequence[RetrievalRecord]", records), group_size, self.args.seed, query_instruction, passage_instruction,
-                                        strict)
+                                        strict, with_scores=scored)
             self.collator = GroupCollator(encoder, group_size)
         self.sampler: NoDuplicateBatchSampler | None = None
         self.streaming: StreamingDataset | None = None
@@ -258,6 +259,8 @@ class EmbeddingTrainer(Trainer):
         extras: dict[str, Any] = {}
         if "scores" in inputs:
             extras["scores"] = inputs["scores"].to(self.encoder.device)
+        if "teacher_scores" in inputs:
+            extras["teacher_scores"] = inputs["teacher_scores"].to(self.encoder.device)
         if self.teacher is not None:
             extras["teacher"] = (self._teacher_embed(first, first_is_query), self._teacher_embed(second, False))
         return extras
