@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"corpus codes: {len(codes)} x {codes.k} (indices + values over {codes.hidden_size} latents)")
 
     split = load_beir(data, "test")
-    task = RetrievalTask(split.corpus, split.queries, split.qrels, source=f"{data} (test)")
+    task = RetrievalTask.from_corpus(split.corpus, split.queries, split.qrels, source=f"{data} (test)")
     metrics = evaluate_sparse_retrieval(encoder, result.model, task, ks=(1, 10, 100), latency_queries=50)
     print(format_sparse_table(metrics, ("nDCG@10", "Recall@100")))
 

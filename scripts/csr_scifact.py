@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
                                            cl_coef=args.cl_coef, base_model="all-MiniLM-L6-v2", log_every=10))
     epochs = result.report["epochs"]
     split = load_beir(args.data, "test")
-    task = RetrievalTask(split.corpus, split.queries, split.qrels, source=f"{args.data} (test)")
+    task = RetrievalTask.from_corpus(split.corpus, split.queries, split.qrels, source=f"{args.data} (test)")
     metrics = evaluate_sparse_retrieval(encoder, result.model, task, ks=(1, 10, 100),
                                         latency_queries=args.latency_queries)
     table = format_sparse_table(metrics, ("nDCG@10", "Recall@100"))
