@@ -200,3 +200,16 @@ def test_cache_bytes_damaged_in_place_are_recomputed(tiny_bert, tmp_path, caplog
     assert again["corpus_from_cache"] is False
     assert again["metrics"] == fresh["metrics"]
     assert "fail their checksum" in caplog.text
+
+
+def test_an_option_left_at_its_default_is_not_part_of_the_run_fingerprint():
+    """A later version adds options whose defaults keep the old arithmetic; checkpoints written before it
+    must stay resumable, so only options set away from their default identify a run."""
+    from embforge.training.config import TrainConfig
+    from embforge.training.output import describe_difference, fingerprint, run_settings
+
+    plain = run_settings(TrainConfig(output_dir="o", train_data="t.jsonl"), "d" * 64, "w" * 64)
+    kd = run_settings(TrainConfig(output_dir="o", train_data="t.jsonl", teacher_scores="kd"), "d" * 64, "w" * 64)
+    assert "teacher_scores" not in plain and "task" not in plain and "streaming" not in plain
+    assert kd["teacher_scores"] == "kd" and fingerprint(kd) != fingerprint(plain)
+    assert describe_difference(kd, plain) == "teacher_scores: 'default' there, 'kd' now"

@@ -53,13 +53,20 @@ def run_settings(cfg: TrainConfig, data_digest: str, model_identity: str) -> dic
     from transformers import TrainingArguments
 
     inherited = {f.name for f in dataclasses.fields(TrainingArguments)}
-    names = [f.name for f in dataclasses.fields(cfg) if f.name not in inherited and f.name not in _NOT_IDENTITY]
+    # embforge's own options count only when they differ from their default: a new option whose default
+    # keeps the old arithmetic leaves the checkpoints of earlier versions resumable
+    names = [f.name for f in dataclasses.fields(cfg) if f.name not in inherited and f.name not in _NOT_IDENTITY
+             and getattr(cfg, f.name) != _default(f)]
     settings: dict[str, Any] = {name: _plain(getattr(cfg, name)) for name in (*_TRAINER_FIELDS, *names)
                                 if hasattr(cfg, name)}
     settings["train_data"] = f"{cfg.train_data or 'sanity'} (records {data_digest[:12]})"
     settings["model_name_or_path"] = f"{cfg.model_name_or_path or 'default'} (weights {model_identity[:12]})"
     settings["world_size"] = int(os.environ.get("WORLD_SIZE", "1"))
     return settings
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def fingerprint(settings: dict[str, Any]) -> str:
@@ -90,7 +97,8 @@ def records_digest(records: Iterable[Any]) -> str:
 
 def describe_difference(ours: dict[str, Any], theirs: dict[str, Any]) -> str:
     keys = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
-    return "; ".join(f"{k}: {theirs.get(k)!r} there, {ours.get(k)!r} now" for k in keys) or "no listed setting"
+    return "; ".join(f"{k}: {theirs.get(k, 'default')!r} there, {ours.get(k, 'default')!r} now"
+                     for k in keys) or "no listed setting"
 
 
 def _read_run(folder: Path) -> dict[str, Any] | None:
