@@ -26,6 +26,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "train": ("embforge.api", "train"),
     "evaluate": ("embforge.api", "evaluate"),
     "mine": ("embforge.api", "mine"),
+    "score": ("embforge.api", "score"),
     "encode": ("embforge.api", "encode"),
     "inspect_data": ("embforge.api", "inspect_data"),
     "load_data": ("embforge.api", "load_data"),
@@ -36,6 +37,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "TrainConfig": ("embforge.training.config", "TrainConfig"),
     "EvalConfig": ("embforge.evaluation.config", "EvalConfig"),
     "MineConfig": ("embforge.mining.config", "MineConfig"),
+    "ScoreConfig": ("embforge.scoring", "ScoreConfig"),
     "EncodeConfig": ("embforge.encoding", "EncodeConfig"),
     "DataConfig": ("embforge.data.inspect", "DataConfig"),
     "MergeConfig": ("embforge.merging", "MergeConfig"),
@@ -59,6 +61,7 @@ if TYPE_CHECKING:  # pragma: no cover
         merge,
         mine,
         run,
+        score,
         train,
     )
     from .data.inspect import DataConfig
@@ -69,6 +72,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .mining.config import MineConfig
     from .model.encoder import EncoderConfig
     from .pipeline.config import RunConfig
+    from .scoring import ScoreConfig
     from .training.config import TrainConfig
 
 
@@ -92,7 +96,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "EmbforgeError", "__version__", "Encoder", "EncoderConfig",
-    "train", "evaluate", "mine", "encode", "inspect_data", "load_data", "command", "merge", "export", "run",
-    "TrainConfig", "EvalConfig", "MineConfig", "EncodeConfig", "DataConfig", "MergeConfig", "ExportConfig",
+    "train", "evaluate", "mine", "score", "encode", "inspect_data", "load_data", "command", "merge", "export", "run",
+    "TrainConfig", "EvalConfig", "MineConfig", "ScoreConfig", "EncodeConfig", "DataConfig", "MergeConfig", "ExportConfig",
     "RunConfig", "csr", "data",
 ]

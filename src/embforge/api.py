@@ -32,6 +32,7 @@ from .merging import MergeConfig
 from .mining.config import MineConfig
 from .model.encoder import Encoder as _ModelEncoder
 from .pipeline.config import RunConfig
+from .scoring import ScoreConfig
 from .training.config import TrainConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -77,6 +78,7 @@ COMMANDS: dict[str, tuple[type[Any], str, str | None]] = {
     "encode": (EncodeConfig, "embforge.encoding:encode_file", None),
     "data": (DataConfig, "embforge.data.inspect:inspect", "source"),
     "mine": (MineConfig, "embforge.mining.run:mine", None),
+    "score": (ScoreConfig, "embforge.scoring:score", None),
     "eval": (EvalConfig, "embforge.evaluation.run:evaluate", None),
     "train": (TrainConfig, "embforge.api:train", None),
     "merge": (MergeConfig, "embforge.merging:merge", None),
@@ -171,6 +173,17 @@ def mine(config: MineConfig | ConfigLike = None, /, **fields: Any) -> dict[str, 
     from .mining.run import mine as run_mining
 
     return run_mining(build_config(MineConfig, config, fields))
+
+
+def score(config: ScoreConfig | ConfigLike = None, /, **fields: Any) -> dict[str, Any]:
+    """Write teacher scores (``pos_scores`` / ``neg_scores``) into query/pos/neg JSONL (``embforge score``);
+    returns the statistics. The teacher is a cross-encoder folder or any embedding model (detected).
+
+    >>> embforge.score(model="reranker", input_file="mined.jsonl", output_file="scored.jsonl")["pairs"]
+    """
+    from .scoring import score as run_scoring
+
+    return run_scoring(build_config(ScoreConfig, config, fields))
 
 
 def encode(config: EncodeConfig | ConfigLike = None, /, **fields: Any) -> Path:

@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
     "encode": ("embforge.commands.encode", None),
     "data": ("embforge.commands.data", "source"),
     "mine": ("embforge.commands.mine", None),
+    "score": ("embforge.commands.score", None),
     "eval": ("embforge.commands.eval", None),
     "train": ("embforge.commands.train", CONFIG),
     "csr": ("embforge.commands.csr", None),  # a group: embforge csr embed | train | encode

@@ -35,4 +35,8 @@ class EvalConfig:
     index: str | None = option(None, "FAISS factory string for approximate search (IVF4096,Flat, HNSW32, "
                                      "IVF4096,PQ64); its recall against exact search is reported. Default: exact.")
     nprobe: int | None = option(None, "IVF lists searched per query (--index IVF...); default: FAISS's.")
+    rerank: str | None = option(None, "A cross-encoder reranker folder (e.g. from train --task rerank): rerank each "
+                                      "query's top --rerank_top_k and report the metrics before and after.",
+                                aliases=("reranker",))
+    rerank_top_k: int = option(100, "First-stage results per query that --rerank reorders.")
     sparse_k: int | None = option(None, "Active latents per sparse code (default: the CSR model's k).")

@@ -16,11 +16,15 @@ def _metric_columns(per_dim: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """One row per metric, one column per dim (4 decimals): narrow however many dims there are."""
-    per_dim = result["dims"]
-    columns = list(per_dim)
-    header = ["metric"] + [f"dim {d}" for d in columns]
-    rows = [[name] + [f"{per_dim[d][name]:.4f}" for d in columns] for name in _metric_columns(per_dim)]
+    """One row per metric, one column per dim (4 decimals): narrow however many dims there are; after a
+    rerank, one more column with the reranked metrics beside the first stage's."""
+    per_dim = dict(result["dims"])
+    header = ["metric"] + [f"dim {d}" for d in per_dim]
+    rerank = result.get("rerank")
+    if rerank:
+        per_dim["rerank"] = rerank["metrics"]
+        header.append(f"reranked top {rerank['top_k']}")
+    rows = [[name] + [f"{per_dim[d][name]:.4f}" for d in per_dim] for name in _metric_columns(result["dims"])]
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
              for row in [header] + rows]

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,10 @@ from ..store.encode import encode_store, private_root
 from ..store.index import estimate_recall, index_search
 from ..store.search import search
 from .metrics import check_ks, msmarco_metrics, retrieval_metrics
+from .rerank import rerank_rows
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..model.cross_encoder import CrossEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -116,14 +120,23 @@ def tie_ranks(doc_ids: Sequence[str]) -> np.ndarray:
     return ranks
 
 
+def _metrics(ranked: dict[str, list[tuple[str, float]]], task: RetrievalTask, ks: list[int]) -> dict[str, Any]:
+    metrics: dict[str, Any] = retrieval_metrics(ranked, task.qrels, ks)
+    if task.kind == "jsonl":
+        metrics["msmarco"] = msmarco_metrics(metrics)
+    return metrics
+
+
 def evaluate_retrieval(encoder: EncoderLike, task: RetrievalTask, ks: Iterable[int] = (1, 10, 100),
                        dims: Sequence[int] | None = None, batch_size: int = 64, use_cache: bool = True,
                        strict: bool = False, *, shard_size: int = 16384, store_dir: str | Path | None = None,
-                       index: str | None = None, nprobe: int | None = None) -> dict[str, Any]:
+                       index: str | None = None, nprobe: int | None = None,
+                       reranker: CrossEncoder | None = None, rerank_top_k: int = 100) -> dict[str, Any]:
     """Metrics per dim: ``{"dims": {"384": {...}, "64": {...}}, "timings": {...}, ...}``.
 
     ``index`` (a FAISS factory string) replaces exact search; the recall of its top-k against exact
-    search, on a sample of queries, is reported beside the metrics it gives.
+    search, on a sample of queries, is reported beside the metrics it gives. ``reranker`` reorders each
+    query's first ``rerank_top_k`` results of the largest dim; its metrics are ``result["rerank"]["metrics"]``.
     """
     ks = check_ks(ks)
     full = int(encoder.embedding_dim)
@@ -146,7 +159,7 @@ def evaluate_retrieval(encoder: EncoderLike, task: RetrievalTask, ks: Iterable[i
         q_emb = encoder.encode([task.queries[q] for q in qids], batch_size=batch_size, is_query=True)
         t2 = time.perf_counter()
         per_dim: dict[str, dict[str, float]] = {}
-        k = min(max(ks), store.n_rows)
+        k = min(max(max(ks), rerank_top_k if reranker is not None else 0), store.n_rows)
         for dim in dim_list:
             if index:
                 if dim is not None:
@@ -158,11 +171,17 @@ def evaluate_retrieval(encoder: EncoderLike, task: RetrievalTask, ks: Iterable[i
                              show_progress=len(qids) > 1000)
             ranked = [[(doc_ids[r], float(s)) for r, s in zip(rows, scores) if r >= 0]
                       for rows, scores in zip(top.rows.tolist(), top.scores.tolist())]
-            metrics = retrieval_metrics(dict(zip(qids, ranked)), task.qrels, ks)
-            if task.kind == "jsonl":
-                metrics["msmarco"] = msmarco_metrics(metrics)  # type: ignore[assignment]
-            per_dim[str(dim or full)] = metrics
+            per_dim[str(dim or full)] = _metrics(dict(zip(qids, ranked)), task, ks)
         t3 = time.perf_counter()
+        reranked = None
+        if reranker is not None:  # the largest dim's lists (the last searched), second stage
+            first = [[r for r in rows if r >= 0] for rows in top.rows.tolist()]
+            orders = rerank_rows(reranker, [task.queries[q] for q in qids], first, task.doc_texts, rerank_top_k,
+                                 batch_size=batch_size)
+            # metrics sort by score: give each doc its place in the reranked order as its score
+            reranked = _metrics({q: [(doc_ids[r], float(len(o) - j)) for j, r in enumerate(o)]
+                                 for q, o in zip(qids, orders)}, task, ks)
+        t4 = time.perf_counter()
     result: dict[str, Any] = {
         "task": "retrieval",
         "corpus_size": len(doc_ids),
@@ -174,6 +193,10 @@ def evaluate_retrieval(encoder: EncoderLike, task: RetrievalTask, ks: Iterable[i
         "timings": {"encode_corpus_s": t1 - t0, "encode_queries_s": t2 - t1, "search_and_metrics_s": t3 - t2},
         "notes": task.notes,
     }
+    if reranker is not None:
+        result["rerank"] = {"model": reranker.name_or_path, "top_k": rerank_top_k, "dim": list(per_dim)[-1],
+                            "metrics": reranked}
+        result["timings"]["rerank_s"] = t4 - t3
     if index:
         result["index"] = {"factory": index, "nprobe": nprobe, f"recall@{k}_vs_exact": recall[str(full)]}
     return result

@@ -15,6 +15,7 @@ from .config import EvalConfig
 from .retrieval import RetrievalTask
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..model.cross_encoder import CrossEncoder
     from ..model.encoder import Encoder
 
 
@@ -80,7 +81,7 @@ def check(cfg: EvalConfig, has_records: bool = False) -> list[int]:
     ks = check_ks(list(cfg.k))
     if cfg.dims is not None and (not cfg.dims or min(cfg.dims) < 1):
         raise EmbforgeError(f"--dims: every dim must be a positive integer, got {cfg.dims!r}")
-    for flag in ("batch_size", "max_length", "sparse_k", "shard_size", "nprobe"):
+    for flag in ("batch_size", "max_length", "sparse_k", "shard_size", "nprobe", "rerank_top_k"):
         value = getattr(cfg, flag)
         if value is not None and value < 1:
             raise EmbforgeError(f"--{flag} must be at least 1, got {value}")
@@ -132,6 +133,19 @@ def encoder_overrides(cfg: EvalConfig) -> dict[str, Any]:
     return overrides
 
 
+def load_reranker(cfg: EvalConfig, loaded: EvalData) -> CrossEncoder | None:
+    """The ``--rerank`` cross-encoder, for retrieval data only (STS pairs have no candidates to rerank)."""
+    if not cfg.rerank:
+        return None
+    from ..errors import EmbforgeError
+    from ..model.cross_encoder import CrossEncoder
+
+    if loaded.task is None:
+        raise EmbforgeError(f"--rerank reranks retrieval results (a BEIR folder or a query/pos JSONL); {loaded.label} "
+                            "is STS data (scored pairs), which has no candidates to rerank")
+    return CrossEncoder.from_pretrained(cfg.rerank)  # its own pair length: --max_length is the embedder's
+
+
 def evaluate(cfg: EvalConfig, encoder: Encoder | None = None,
              records: Sequence[RetrievalRecord | ScoredPair] | None = None) -> dict[str, Any]:
     """Evaluate and return the report (``report["metrics"]`` holds the full-dim metrics).
@@ -145,6 +159,10 @@ def evaluate(cfg: EvalConfig, encoder: Encoder | None = None,
     from .sts import evaluate_sts
 
     if cfg.sparse:  # CSR codes against dense search at equal active dims
+        if cfg.rerank:
+            from ..errors import EmbforgeError
+
+            raise EmbforgeError("--rerank reranks dense retrieval results; it does not combine with --sparse")
         from .sparse import evaluate_sparse
 
         return evaluate_sparse(cfg, encoder=encoder, records=records)
@@ -154,6 +172,7 @@ def evaluate(cfg: EvalConfig, encoder: Encoder | None = None,
     t_start = time.perf_counter()
     loaded = load_data(cfg, records)
     data, task, pairs = loaded.label, loaded.task, loaded.pairs
+    reranker = load_reranker(cfg, loaded)
     t_data = time.perf_counter()
     if encoder is None:
         from ..model import Encoder
@@ -163,7 +182,8 @@ def evaluate(cfg: EvalConfig, encoder: Encoder | None = None,
     if task is not None:
         result = evaluate_retrieval(encoder, task, ks=ks, dims=dims, batch_size=cfg.batch_size,
                                     use_cache=not cfg.no_cache, strict=cfg.strict, shard_size=cfg.shard_size,
-                                    store_dir=cfg.store_dir, index=cfg.index, nprobe=cfg.nprobe)
+                                    store_dir=cfg.store_dir, index=cfg.index, nprobe=cfg.nprobe,
+                                    reranker=reranker, rerank_top_k=cfg.rerank_top_k)
     else:
         assert pairs is not None
         result = evaluate_sts(encoder, pairs, dims=dims, batch_size=cfg.batch_size, use_cache=not cfg.no_cache)

@@ -25,6 +25,10 @@ class MineConfig:
                                                                "model's own).", aliases=("query_instruction",))
     false_negative_margin: float | None = option(None, "Drop candidates scoring within this margin of the "
                                                        "query's weakest positive (likely false negatives).")
+    reranker: str | None = option(None, "A cross-encoder folder (e.g. from train --task rerank) that judges the "
+                                        "false-negative test instead of the embedder: a band candidate is dropped "
+                                        "when the reranker scores it within --false_negative_margin (default 0) "
+                                        "of the query's weakest positive.", aliases=("reranker_model",))
     seed: int = option(0, "Random seed for sampling.")
     sampling: str = option("random", "random: sample from the band (reference); top: keep its best-ranked.",
                            choices=("random", "top"))

@@ -9,7 +9,8 @@ filled with random pool texts, as the reference does, and counted.
 
 Beyond the reference: ``false_negative_margin`` drops candidates whose score is within ``m`` of the
 query's (weakest) positive, because such texts are more often unlabelled positives than
-negatives; ``seed`` makes sampling reproducible; and the pool and query embeddings go through the
+negatives; with a ``reranker`` (a cross-encoder) that test uses the reranker's scores of the band's
+candidates and of the positives instead of the embedder's (margin 0 when none is given); ``seed`` makes sampling reproducible; and the pool and query embeddings go through the
 embedding store, so trying another range costs only the search, and a killed run resumes.
 
 The pool may be a stream of millions of texts: it is encoded shard by shard into the store, searched
@@ -26,7 +27,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -39,6 +40,9 @@ from ..store.encode import encode_store, private_root
 from ..store.fingerprint import text_hashes
 from ..store.index import estimate_recall, index_search
 from ..store.search import TopK, search
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..model.cross_encoder import CrossEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -140,13 +144,14 @@ def mine_negatives(encoder: EncoderLike, records: Sequence[dict[str, Any]], pool
                    false_negative_margin: float | None = None, seed: int | None = 0,
                    sampling: str = "random", use_gpu: bool = False, batch_size: int = 64,
                    use_cache: bool = True, *, shard_size: int = 16384, index: str | None = None,
-                   nprobe: int | None = None, store_dir: str | Path | None = None
-                   ) -> tuple[list[dict[str, Any]], MineStats]:
+                   nprobe: int | None = None, store_dir: str | Path | None = None,
+                   reranker: CrossEncoder | None = None) -> tuple[list[dict[str, Any]], MineStats]:
     """Return new records (all fields kept, ``neg`` replaced) and the statistics of the run.
 
     ``pool`` is a list or a re-iterable stream of texts (default: every pos and neg of the records).
     ``index`` is a FAISS factory string for approximate search; its recall against exact search on a
-    sample of queries is in the statistics. Under ``torchrun`` every rank calls this with the same
+    sample of queries is in the statistics. ``reranker`` judges the margin test (see the module's doc);
+    only the band's candidates and the positives are scored by it. Under ``torchrun`` every rank calls this with the same
     arguments: the ranks share the encoding and the search, and every rank returns the same records.
     """
     lo, hi = parse_range(range_for_sampling)
@@ -161,16 +166,16 @@ def mine_negatives(encoder: EncoderLike, records: Sequence[dict[str, Any]], pool
     root = Path(store_dir) if store_dir else None
     if use_cache:
         return _mine(encoder, records, pool, lo, hi, negative_number, false_negative_margin, seed, sampling,
-                     use_gpu, batch_size, shard_size, index, nprobe, root)
+                     use_gpu, batch_size, shard_size, index, nprobe, root, reranker)
     with private_root(root) as private:  # the same code, on a store nobody else reads, removed afterwards
         return _mine(encoder, records, pool, lo, hi, negative_number, false_negative_margin, seed, sampling,
-                     use_gpu, batch_size, shard_size, index, nprobe, private)
+                     use_gpu, batch_size, shard_size, index, nprobe, private, reranker)
 
 
 def _mine(encoder: EncoderLike, records: Sequence[dict[str, Any]], pool: Iterable[str] | None, lo: int, hi: int,
           negative_number: int, false_negative_margin: float | None, seed: int | None, sampling: str,
           use_gpu: bool, batch_size: int, shard_size: int, index: str | None, nprobe: int | None,
-          root: Path | None) -> tuple[list[dict[str, Any]], MineStats]:
+          root: Path | None, reranker: CrossEncoder | None) -> tuple[list[dict[str, Any]], MineStats]:
     pool = unique_pool(pool if pool is not None else default_pool(records))
     fingerprint = model_fingerprint(encoder)
     queries = list(dict.fromkeys(r["query"] for r in records))
@@ -189,6 +194,9 @@ def _mine(encoder: EncoderLike, records: Sequence[dict[str, Any]], pool: Iterabl
                       encoded_shards=pool_run.encoded + q_run.encoded, reused_shards=pool_run.reused + q_run.reused)
     pool_hashes = _store_hashes(pool_store)
     by_hash = np.argsort(pool_hashes, kind="stable")
+    rerank_margin = None if reranker is None else (false_negative_margin or 0.0)
+    if reranker is not None:
+        false_negative_margin = None  # the embedder's scores no longer judge the margin
     pos_rows = _positive_rows(records, pool_hashes, by_hash) if false_negative_margin is not None else {}
     extra_pos = list(dict.fromkeys(p for r in records for p in r["pos"] if p not in pos_rows)) \
         if false_negative_margin is not None else []
@@ -206,12 +214,20 @@ def _mine(encoder: EncoderLike, records: Sequence[dict[str, Any]], pool: Iterabl
     rng = random.Random(seed)
     q_row = {q: i for i, q in enumerate(queries)}
     extra_index = {t: i for i, t in enumerate(extra_pos)}
+    dropped: list[set[int]] = []
+    if reranker is not None:
+        bands = [_band(top, q_row[r["query"]], lo, k, pool_hashes, _banned(r)) for r in records]
+        dropped = _reranker_drops(reranker, records, bands, pool, rerank_margin or 0.0, batch_size)
     chosen_rows: list[list[int]] = []
-    for record in tqdm(records, desc="sample", unit="query", disable=len(records) < 10000):
+    for n, record in enumerate(tqdm(records, desc="sample", unit="query", disable=len(records) < 10000)):
         row = q_row[record["query"]]
-        banned = {text_hash(t) for t in record["pos"]} | {text_hash(record["query"])}
-        band = [(int(i), float(s)) for i, s in zip(top.rows[row, lo:k], top.scores[row, lo:k])
-                if i >= 0 and int(pool_hashes[i]) not in banned]
+        banned = _banned(record)
+        band = _band(top, row, lo, k, pool_hashes, banned)
+        if dropped:  # the reranker's false negatives: out of the band, and never back as padding
+            kept = [(i, s) for i, s in band if i not in dropped[n]]
+            stats.margin_dropped += len(band) - len(kept)
+            band = kept
+            banned |= {int(pool_hashes[i]) for i in dropped[n]}
         threshold = None
         if false_negative_margin is not None and record["pos"]:
             pos_vecs = [pool_store.rows(np.array([pos_rows[p]]))[0] if p in pos_rows
@@ -244,6 +260,41 @@ def _mine(encoder: EncoderLike, records: Sequence[dict[str, Any]], pool: Iterabl
         out.append(new)
     stats.timings = {"encode_s": t1 - t0, "search_s": t2 - t1, "sample_s": time.perf_counter() - t2}
     return out, stats
+
+
+def _banned(record: dict[str, Any]) -> set[int]:
+    """Text hashes a record's negatives may never be: its positives and its query."""
+    return {text_hash(t) for t in record["pos"]} | {text_hash(record["query"])}
+
+
+def _band(top: TopK, row: int, lo: int, k: int, pool_hashes: np.ndarray, banned: set[int]) -> list[tuple[int, float]]:
+    """(pool row, score) of the query's ranks ``lo:k``, without banned texts."""
+    return [(int(i), float(s)) for i, s in zip(top.rows[row, lo:k], top.scores[row, lo:k])
+            if i >= 0 and int(pool_hashes[i]) not in banned]
+
+
+def _reranker_drops(reranker: CrossEncoder, records: Sequence[dict[str, Any]],
+                    bands: Sequence[Sequence[tuple[int, float]]], pool: Iterable[str], margin: float,
+                    batch_size: int) -> list[set[int]]:
+    """Per record, the band rows the reranker scores at or above (its weakest positive's score - margin).
+
+    The band's texts come from the pool in one pass; the positives' and the band's pairs are scored in
+    one batched call, shared out among the ranks under torchrun.
+    """
+    from ..model.shared_predict import predict_shared
+
+    texts = fetch_texts(pool, (i for band in bands for i, _ in band))
+    pairs = [(r["query"], t) for r, band in zip(records, bands) for t in [*r["pos"], *(texts[i] for i, _ in band)]]
+    scores = predict_shared(reranker, pairs, batch_size=batch_size, show_progress_bar=len(pairs) > 8 * batch_size)
+    out: list[set[int]] = []
+    at = 0
+    for record, band in zip(records, bands):
+        n_pos = len(record["pos"])
+        pos, cand = scores[at:at + n_pos], scores[at + n_pos:at + n_pos + len(band)]
+        at += n_pos + len(band)
+        threshold = float(pos.min()) - margin if n_pos else float("inf")
+        out.append({i for (i, _), s in zip(band, cand) if float(s) >= threshold})
+    return out
 
 
 def search_device(use_gpu: bool) -> str:

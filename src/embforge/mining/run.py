@@ -75,15 +75,20 @@ def mine(cfg: MineConfig) -> dict[str, Any]:
     if cfg.max_length:
         overrides.update(query_max_len=cfg.max_length, passage_max_len=cfg.max_length)
     encoder = Encoder.from_pretrained(cfg.model_name_or_path, **overrides)
+    reranker = None
+    if cfg.reranker:
+        from ..model.cross_encoder import CrossEncoder
+
+        reranker = CrossEncoder.from_pretrained(cfg.reranker)
     mined, stats = mine_negatives(
         encoder, records, pool, range_for_sampling=cfg.range_for_sampling, negative_number=cfg.negative_number,
         false_negative_margin=cfg.false_negative_margin, seed=cfg.seed, sampling=cfg.sampling,
         use_gpu=cfg.use_gpu_for_searching, batch_size=cfg.batch_size, use_cache=not cfg.no_cache,
-        shard_size=cfg.shard_size, index=cfg.index, nprobe=cfg.nprobe, store_dir=cfg.store_dir)
+        shard_size=cfg.shard_size, index=cfg.index, nprobe=cfg.nprobe, store_dir=cfg.store_dir, reranker=reranker)
     result = {"records": stats.records, "pool_size": stats.pool_size, "margin_dropped": stats.margin_dropped,
               "padded_records": stats.padded_records, "cache_hits": stats.cache_hits, "index": stats.index,
               "recall": stats.recall, "encoded_shards": stats.encoded_shards, "reused_shards": stats.reused_shards,
-              "timings": stats.timings}
+              "timings": stats.timings, "reranker": cfg.reranker}
     if not ranks.is_main():
         ranks.barrier()
         return result
@@ -96,8 +101,10 @@ def mine(cfg: MineConfig) -> dict[str, Any]:
     if stats.recall is not None:
         print(f"--index {stats.index}: recall@{cfg.range_for_sampling.split('-')[-1]} against exact search "
               f"{stats.recall:.4f} (on a sample of queries)")
-    if cfg.false_negative_margin is not None:
-        print(f"false_negative_margin {cfg.false_negative_margin}: dropped {stats.margin_dropped} candidate(s)")
+    if cfg.false_negative_margin is not None or reranker is not None:
+        judge = f" by the reranker {cfg.reranker}" if reranker is not None else ""
+        print(f"false_negative_margin {cfg.false_negative_margin or 0.0}{judge}: dropped {stats.margin_dropped} "
+              "candidate(s)")
     if stats.padded_records:
         print(f"{stats.padded_records} quer(y/ies) had too few candidates in the band; added "
               f"{stats.padded_negatives} random pool texts")
