@@ -157,19 +157,38 @@ def test_slice_beir_keeps_positives_and_is_deterministic(bundled_data, tmp_path)
 
 
 # ---------------------------------------------------------------- a real pipeline on a tiny model
-def test_tiny_pipeline_runs_every_step_and_resumes(tiny_bert, bundled_data, tmp_path, capsys):
+def test_tiny_pipeline_runs_every_step_and_resumes(tiny_bert, bundled_data, tmp_path, monkeypatch, capsys):
+    from embforge.model import Encoder
+    from embforge.store.fingerprint import model_fingerprint
+
+    encodes = []  # (model fingerprint, max length, texts) of every passage-side encode
+    real_encode = Encoder.encode
+
+    def spy(self, texts, *args, **kwargs):
+        if not kwargs.get("is_query", False):
+            encodes.append((model_fingerprint(self), self.config.passage_max_len, len(texts)))
+        return real_encode(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(Encoder, "encode", spy)
+    monkeypatch.setenv("EMBFORGE_CACHE", str(tmp_path / "cache"))
     scifact = str(bundled_data / "scifact")
     config = {"name": "tiny", "model": str(tiny_bert), "output_dir": str(tmp_path / "run"),
               "mine": {"input_file": scifact, "range_for_sampling": "2-20", "negative_number": 3},
               "train": {"learning_rate": 1e-3, "report_to": "none", "use_cpu": True, "save_strategy": "no",
                         "passage_max_len": 32, "query_max_len": 16, "train_group_size": 2},
-              "eval": {"data": scifact, "k": "1,10", "dims": "16,32"},
+              "eval": {"data": scifact, "k": "1,10", "dims": "16,32", "max_length": 32},
               "merge": {"weights": [0.5, 0.5]}}
     report = run_pipeline(config, sanity_test=True)
     out = tmp_path / "run" / "sanity_test"
     steps = report["run"]["steps"]
     assert list(steps) == ["mine", "eval-base", "train", "eval-trained", "merge", "eval-merged", "report"]
     assert not any(s["skipped"] for s in steps.values())
+    # No work twice: mining takes eval.max_length, so eval-base reuses mine's encode of the base corpus;
+    # the slice's 53 documents are encoded once per model (base, trained, merged), all at one length.
+    assert [(length, n) for _, length, n in encodes] == [(32, 53)] * 3
+    assert len({fingerprint for fingerprint, _, _ in encodes}) == 3
+    assert load_pipeline(config, sanity_test=True).steps[0].config["max_length"] == 32  # mine's, from eval
+    assert all(s["peak_rss_mb"] > 0 for s in steps.values())
     assert set(report["summary"]["nDCG@10"]) == {"base", "trained", "merged"}
     assert set(report["dims"]["trained"]) == {"16", "32"}
     for label in ("base", "trained", "merged"):
@@ -203,3 +222,35 @@ def test_scifact_yaml_sanity_test(tmp_path, capsys):
     assert report["base_model"] == "all-MiniLM-L6-v2 (embedded)"
     assert (tmp_path / "sanity_test" / "report.png").is_file()
     assert "| this model |" in (tmp_path / "sanity_test" / "merged" / "README.md").read_text()
+
+
+# ---------------------------------------------------------------- no work twice, memory between steps
+def test_a_finished_steps_garbage_is_collected_before_the_next_step(tmp_path):
+    """A step's objects caught in reference cycles (a Trainer and its callbacks) are freed when it ends."""
+    import gc
+    import weakref
+
+    class Big:
+        pass
+
+    seen = {}
+
+    def first():
+        big = Big()
+        big.cycle = big  # only the cycle collector frees it
+        seen["ref"] = weakref.ref(big)
+        (tmp_path / "a").write_text("a")
+        return {}
+
+    def second():
+        seen["alive"] = seen["ref"]() is not None
+        (tmp_path / "b").write_text("b")
+        return {}
+
+    gc.disable()
+    try:
+        execute(Pipeline("p", "p", tmp_path / "run", [Step("a", {}, {}, [str(tmp_path / "a")], first),
+                                                        Step("b", {}, {}, [str(tmp_path / "b")], second)]))
+    finally:
+        gc.enable()
+    assert seen["alive"] is False

@@ -5,9 +5,9 @@ The steps run in this order::
     mine -> eval-base -> train -> eval-trained -> merge -> eval-merged -> report
 
 One job per module, each depending only on those listed before it: ``steps`` (what a plan is made
-of), ``slicing`` (--sanity_test data), ``report`` (report.json and report.png), ``actions`` (what
-each step runs), ``plan`` (the YAML, validated, into steps; nothing runs) and ``execute`` (running
-the steps, skipping those done before; resume markers).
+of), ``slicing`` (--sanity_test data), ``report`` (report.json and report.png), ``memory`` (a finished
+step's memory given back), ``actions`` (what each step runs), ``plan`` (the YAML, validated, into
+steps; nothing runs) and ``execute`` (running the steps, skipping those done before; resume markers).
 """
 
 from __future__ import annotations

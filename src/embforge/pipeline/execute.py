@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import EmbforgeError
 from ..paths import atomic_write_bytes
+from .memory import peak_rss_bytes, release_memory, rss_bytes
 from .report import print_summary
 from .slicing import slice_beir
 from .steps import Pipeline, Step
@@ -101,7 +102,9 @@ def execute(pipe: Pipeline, force: bool = False) -> dict[str, Any]:
             continue
         print(counter, flush=True)
         tokens[step.name], log[step.name] = _run_step(pipe, step, marks, digest)
-        print(f"{counter}: {log[step.name]['seconds']:.1f} s", flush=True)
+        entry = log[step.name]
+        memory = f", peak RSS so far {entry['peak_rss_mb']} MB, {entry['rss_mb']} MB held after" if "rss_mb" in entry else ""
+        print(f"{counter}: {entry['seconds']:.1f} s{memory}", flush=True)
     total = round(time.perf_counter() - t_start, 2)
     report_path = pipe.output_dir / "report.json"
     # Read back: the report step wrote report.json (in this run or, when skipped, an earlier one).
@@ -120,7 +123,11 @@ def _run_step(pipe: Pipeline, step: Step, marks: Path, digest: str) -> tuple[str
         pipe.resumable.add(step.name)
     atomic_write_bytes(started, digest.encode())
     t0 = time.perf_counter()
-    result = step.action()
+    try:
+        result = step.action()
+    finally:
+        # The next step starts from what the process needs, not this one's peak (see .memory).
+        release_memory()
     seconds = round(time.perf_counter() - t0, 2)
     missing = [o for o in step.outputs if not Path(o).exists()]
     if missing:
@@ -129,4 +136,6 @@ def _run_step(pipe: Pipeline, step: Step, marks: Path, digest: str) -> tuple[str
     write_marker(marks, step.name, {"step": step.name, "hash": digest, "token": token, "seconds": seconds,
                                     "outputs": step.outputs, "result": result})
     started.unlink(missing_ok=True)
-    return token, {"skipped": False, "seconds": seconds, **result}
+    peak, held = peak_rss_bytes(), rss_bytes()
+    memory = {"peak_rss_mb": round(peak / 2**20), "rss_mb": round(held / 2**20)} if peak and held else {}
+    return token, {"skipped": False, "seconds": seconds, **result, **memory}

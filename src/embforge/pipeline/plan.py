@@ -55,7 +55,7 @@ def load_pipeline(config: str | os.PathLike[str] | Mapping[str, Any], sanity_tes
         out = out / "sanity_test"
     planner = _Planner(source, lines, here, out, sanity_test)
     pipe = planner.start(str(raw.get("name") or Path(source).stem), raw.get("model"))
-    mined = planner.mine(sections["mine"])
+    mined = planner.mine(_shared_length(sections["mine"], sections["eval"]))
     planner.eval(sections["eval"])
     trained = planner.train(sections["train"], mined)
     planner.merge(sections["merge"], trained)
@@ -247,6 +247,24 @@ class _Planner:
         pipe.steps.append(Step("report", {"title": title, "labels": {"base": base_label}}, {},
                                outputs, lambda: write_report(pipe, title, base_label),
                                upstream=[s.name for s in pipe.steps if s.name.startswith("eval-")]))
+
+
+def _shared_length(mine: Section | None, evaluation: Section | None) -> Section | None:
+    """The mine section, taking the eval section's max_length when it sets none of its own.
+
+    Mining encodes the base model's corpus; at the evaluation's length that encode is the base
+    evaluation's too (the same model fingerprint), so the base corpus is encoded once, not twice.
+    """
+    from ..evaluation.config import EvalConfig
+    from ..mining import MineConfig
+
+    if mine is None or evaluation is None:
+        return mine
+    mine_names, eval_names = alias_map(MineConfig), alias_map(EvalConfig)
+    if any(mine_names.get(key) == "max_length" for key in mine):
+        return mine
+    length = next((v for key, v in evaluation.items() if eval_names.get(key) == "max_length"), None)
+    return mine if length is None else {**mine, "max_length": length}
 
 
 def _key_lines(path: Path) -> KeyLines:
