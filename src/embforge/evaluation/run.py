@@ -176,8 +176,10 @@ def evaluate(cfg: EvalConfig, encoder: Encoder | None = None,
     t_data = time.perf_counter()
     if encoder is None:
         from ..model import Encoder
+        from ..model.precision import apply_precision
 
-        encoder = Encoder.from_pretrained(cfg.model_name_or_path, **encoder_overrides(cfg))
+        encoder = apply_precision(Encoder.from_pretrained(cfg.model_name_or_path, **encoder_overrides(cfg)),
+                                  quantize=cfg.quantize, dtype=cfg.dtype)
     t_model = time.perf_counter()
     if task is not None:
         result = evaluate_retrieval(encoder, task, ks=ks, dims=dims, batch_size=cfg.batch_size,

@@ -62,6 +62,7 @@ def mine(cfg: MineConfig) -> dict[str, Any]:
     """Mine ``cfg.input_file`` into ``cfg.output_file`` (written atomically); returns the statistics."""
     from ..data.retrieval_jsonl import CandidatePool
     from ..model import Encoder
+    from ..model.precision import apply_precision
     from ..paths import atomic_open
     from ..store import ranks
     from .negatives import mine_negatives
@@ -74,7 +75,8 @@ def mine(cfg: MineConfig) -> dict[str, Any]:
     overrides: dict[str, Any] = {"query_instruction": cfg.query_instruction_for_retrieval}
     if cfg.max_length:
         overrides.update(query_max_len=cfg.max_length, passage_max_len=cfg.max_length)
-    encoder = Encoder.from_pretrained(cfg.model_name_or_path, **overrides)
+    encoder = apply_precision(Encoder.from_pretrained(cfg.model_name_or_path, **overrides), quantize=cfg.quantize,
+                              dtype=cfg.dtype)
     reranker = None
     if cfg.reranker:
         from ..model.cross_encoder import CrossEncoder

@@ -343,12 +343,15 @@ class Encoder(nn.Module):
 
     # ------------------------------------------------------------------ inference
     def encode(self, texts: str | Sequence[str], batch_size: int = 32, is_query: bool = False,
-               dim: int | None = None, show_progress: bool | None = None) -> np.ndarray:
+               dim: int | None = None, show_progress: bool | None = None,
+               max_tokens: int | None = None) -> np.ndarray:
         """Embed texts for search or similarity; returns float32 (n, dim).
 
         Texts are sorted by token count, so each batch pads to nearly its own length, and the
-        original order is restored. ``dim`` truncates to a Matryoshka prefix (re-normalised when the
-        encoder normalises).
+        original order is restored. A batch holds ``batch_size`` texts, or, with ``max_tokens``, as
+        many as fit in that many padded tokens (at least one): short texts then go in wide batches
+        and long ones in narrow batches of the same memory. ``dim`` truncates to a Matryoshka prefix
+        (re-normalised when the encoder normalises).
         """
         single = isinstance(texts, str)
         texts = [texts] if isinstance(texts, str) else list(texts)
@@ -356,11 +359,12 @@ class Encoder(nn.Module):
             raise EmbforgeError(f"dim must be between 1 and {self.embedding_dim}, got {dim}")
         if batch_size <= 0:
             raise EmbforgeError(f"batch_size must be positive, got {batch_size}")
+        if max_tokens is not None and max_tokens <= 0:
+            raise EmbforgeError(f"max_tokens must be positive, got {max_tokens}")
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise EmbforgeError(f"text #{i} is {type(t).__name__}, expected str")
-        out_dim = dim or self.embedding_dim
-        result = np.empty((len(texts), out_dim), dtype=np.float32)
+        result = np.empty((len(texts), dim or self.embedding_dim), dtype=np.float32)
         if show_progress is None:
             show_progress = len(texts) >= 8 * batch_size
         by_chars = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
@@ -373,15 +377,16 @@ class Encoder(nn.Module):
                     window = by_chars[start:start + _SORT_WINDOW]
                     ids = self.token_ids([texts[i] for i in window], is_query)
                     order = sorted(range(len(window)), key=lambda j: -len(ids[j]))
-                    for b in range(0, len(order), batch_size):
-                        rows = order[b:b + batch_size]
-                        emb = self(self.collate([ids[j] for j in rows]), is_query=is_query)
+                    for rows in _batches([len(ids[j]) for j in order], batch_size, max_tokens):
+                        picked = [order[j] for j in rows]
+                        emb = self(self.collate([ids[j] for j in picked]), is_query=is_query)
                         if dim is not None:
                             emb = emb[:, :dim]
                             if self.config.normalize:
                                 emb = nn.functional.normalize(emb, p=2, dim=-1)
-                        result[[window[j] for j in rows]] = emb.float().cpu().numpy()
-                        bar.update(len(rows))
+                        # no copy on a float32 CPU model: .float() and .cpu() return the tensor itself
+                        result[[window[j] for j in picked]] = emb.float().cpu().numpy()
+                        bar.update(len(picked))
         finally:
             self.train(was_training)
         return result[0] if single else result
@@ -391,6 +396,17 @@ class Encoder(nn.Module):
 
     def encode_corpus(self, passages: Sequence[str], **kwargs: Any) -> np.ndarray:
         return self.encode(passages, is_query=False, **kwargs)
+
+
+def _batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None) -> list[range]:
+    """Consecutive batches over texts sorted longest first: ``batch_size`` each, or with ``max_tokens``
+    as many as fit in that many padded tokens (the first text of a batch sets its width)."""
+    out, start = [], 0
+    while start < len(lengths):
+        size = batch_size if max_tokens is None else max(1, max_tokens // max(lengths[start], 1))
+        out.append(range(start, min(start + size, len(lengths))))
+        start += size
+    return out
 
 
 def load_backbone_weights(backbone: nn.Module, folder: Path) -> None:

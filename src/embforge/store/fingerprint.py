@@ -27,30 +27,64 @@ def store_root() -> Path:
 
 
 def parameters_digest(module: Any) -> str:
-    """Hash of the weights in memory (every tensor of the state dict, bytes as stored).
+    """Hash of the weights in memory (every entry of the state dict, bytes as stored).
 
     xxh3 reads about 10 GB/s, so the 22M parameters of the default model cost a few milliseconds,
     far less than encoding one batch; a 7B model costs a few seconds, still small beside its corpus.
+    A quantised Linear keeps (int8 weight, bias) and its dtype as non-tensor entries: they are hashed
+    too, the int8 values with their scales.
     """
-    import torch
     import xxhash
 
     h = xxhash.xxh3_128()
-    for name, tensor in module.state_dict().items():
-        t = tensor.detach()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        if t.numel():
-            h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    for name, value in module.state_dict().items():
+        _hash_entry(h, name, value)
     return h.hexdigest()
 
 
+def _hash_entry(h: Any, name: str, value: Any) -> None:
+    import torch
+
+    if isinstance(value, (tuple, list)):
+        for i, item in enumerate(value):
+            _hash_entry(h, f"{name}.{i}", item)
+        return
+    if not isinstance(value, torch.Tensor):
+        h.update(f"{name}={value!r}".encode())
+        return
+    t = value.detach()
+    h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+    if t.is_quantized:
+        if t.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+            h.update(f"{t.q_scale()!r}:{t.q_zero_point()}".encode())
+        else:
+            _hash_entry(h, f"{name}.scales", t.q_per_channel_scales())
+            _hash_entry(h, f"{name}.zero_points", t.q_per_channel_zero_points())
+        t = t.int_repr()
+    if t.numel():
+        h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+
+
 def model_fingerprint(encoder: EncoderLike) -> str:
-    """Identity of what produces the vectors: the weights in memory and the encoder config."""
+    """Identity of what produces the vectors: the weights in memory (their dtype included), the encoder
+    config, and, when there are any, the quantised modules that compute with them."""
     weights = {"parameters": parameters_digest(encoder)}
     config = _changed_fields(encoder.config) if dataclasses.is_dataclass(encoder.config) else repr(encoder.config)
-    blob = json.dumps({"weights": weights, "config": config, "class": type(encoder).__name__}, sort_keys=True,
-                      default=str)
+    key: dict[str, Any] = {"weights": weights, "config": config, "class": type(encoder).__name__}
+    quantized = _quantized_modules(encoder)
+    if quantized:  # absent for float models, so their keys stay what they were
+        key["quantized"] = quantized
+    blob = json.dumps(key, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _quantized_modules(encoder: EncoderLike) -> list[str]:
+    """Classes of the quantised modules (torch.ao's dynamic Linear, ...): their kernels shape the vectors."""
+    modules = getattr(encoder, "modules", None)
+    if modules is None:
+        return []
+    return sorted({f"{type(m).__module__}.{type(m).__name__}" for m in modules()
+                   if ".quantized" in type(m).__module__})
 
 
 def _changed_fields(config: Any) -> dict[str, Any]:

@@ -1,0 +1,60 @@
+"""Inference in less than float32: a dtype cast (GPU float16/bfloat16, CPU bfloat16) or int8 dynamic
+quantisation of the Linear layers (CPU). Both change the vectors, so both are opt-in and both reach the
+embedding cache's key: the cast through the dtype of every weight, int8 through the quantised weights
+and the modules that hold them (see :func:`embforge.store.fingerprint.model_fingerprint`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from ..errors import EmbforgeError
+
+if TYPE_CHECKING:
+    from .encoder import Encoder
+
+QUANTIZE = ("int8",)
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def apply_precision(encoder: Encoder, quantize: str | None = None, dtype: str | None = None) -> Encoder:
+    """Cast ``encoder`` to ``dtype`` and/or quantise its Linear layers to ``quantize``, in place; returns it.
+
+    float16 is refused on CPU (half-precision matmuls there are emulated: slower, and LayerNorm overflows
+    are not guarded); bfloat16 runs on CPU too. int8 is torch's dynamic quantisation, CPU only, on a
+    float32 model.
+    """
+    if dtype is not None and dtype not in DTYPES:
+        raise EmbforgeError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if quantize is not None and quantize not in QUANTIZE:
+        raise EmbforgeError(f"--quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
+    on_cpu = encoder.device.type == "cpu"
+    if dtype not in (None, "float32"):
+        if quantize:
+            raise EmbforgeError(f"--quantize {quantize} works on a float32 model; drop --dtype {dtype}")
+        if dtype == "float16" and on_cpu:
+            raise EmbforgeError("--dtype float16 needs a GPU; on CPU use --dtype bfloat16 or --quantize int8")
+        encoder.to(getattr(torch, dtype))
+    if quantize == "int8":
+        if not on_cpu:
+            raise EmbforgeError("--quantize int8 runs on CPU only (torch dynamic quantisation); on a GPU use "
+                                "--dtype float16 or bfloat16")
+        with warnings.catch_warnings():  # torch.ao's notice that eager quantisation moves to torchao
+            warnings.simplefilter("ignore")
+            for tower in encoder.towers():
+                torch.ao.quantization.quantize_dynamic(tower, {nn.Linear}, dtype=torch.qint8, inplace=True)
+    return encoder
+
+
+def compile_towers(encoder: Encoder) -> Encoder:
+    """``torch.compile`` each tower's forward for inference (one graph with dynamic shapes, so batches of
+    any width reuse it); the vectors stay within float32 rounding of eager mode, so the cache key does not
+    change. Compiling costs tens of seconds up front: it pays on corpora, not on a few texts. The
+    modules stay as they are (state dict, saving and training see no wrapper)."""
+    for tower in encoder.towers():
+        tower.forward = torch.compile(tower.forward, dynamic=True)
+    return encoder
