@@ -78,7 +78,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import SCIFACT
+from _common import SCIFACT, sgemm_peak, transformer_flops
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
@@ -103,6 +103,7 @@ class StepClock(TrainerCallback):
         self.collate = 0.0        # seconds spent in the collator since the last step end
         self.forward = 0.0        # seconds spent in compute_loss during this step
         self.tokens = 0           # padded token positions collated since the last step end
+        self.flops = 0.0          # forward FLOPs of those padded tokens (bench/_common.transformer_flops)
         self._last = self._begin = self._pre = self._opt = 0.0
 
     def reset(self) -> None:
@@ -110,7 +111,7 @@ class StepClock(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._last = time.perf_counter()
-        self.collate = self.forward = 0.0
+        self.collate = self.forward = self.flops = 0.0
         self.tokens = 0
 
     def on_step_begin(self, args, state, control, **kwargs):
@@ -133,9 +134,10 @@ class StepClock(TrainerCallback):
             "optimizer": self._opt - self._pre,
             "other": now - self._opt,
             "tokens": self.tokens,
+            "flops": self.flops,
         })
         self._last = now
-        self.collate = self.forward = 0.0
+        self.collate = self.forward = self.flops = 0.0
         self.tokens = 0
 
 
@@ -153,15 +155,22 @@ class TimedCollator:
         start = time.perf_counter()
         out = self.inner(items)
         self.clock.collate += time.perf_counter() - start
-        self.clock.tokens += _padded_tokens(out)
+        self.clock.tokens += sum(ids.numel() for ids in _input_ids(out))
+        self.clock.flops += sum(transformer_flops(ids.numel(), *MODEL_SHAPE, seq_len=ids.shape[1])
+                                for ids in _input_ids(out))
         return out
 
 
-def _padded_tokens(batch: Any) -> int:
+#: all-MiniLM-L6-v2: hidden, layers, intermediate (for transformer_flops).
+MODEL_SHAPE = (384, 6, 1536)
+
+
+def _input_ids(batch: Any) -> list[torch.Tensor]:
+    """Every padded (rows, length) input_ids tensor of a collated batch (one per side)."""
     if isinstance(batch, dict):
-        return sum(v.numel() if k.endswith("input_ids") and torch.is_tensor(v) else _padded_tokens(v)
-                   for k, v in batch.items())
-    return 0
+        return [t for k, v in batch.items()
+                for t in ([v] if k.endswith("input_ids") and torch.is_tensor(v) else _input_ids(v))]
+    return []
 
 
 def time_compute_loss(trainer: Any, clock: StepClock) -> None:
@@ -177,30 +186,37 @@ def time_compute_loss(trainer: Any, clock: StepClock) -> None:
     trainer.compute_loss = timed
 
 
+OPTIM = "adamw_torch_fused"  # both libraries' default (TrainingArguments'); --optim changes it for both
+
+
 def common_args(out: str, batch_size: int, max_steps: int) -> dict[str, Any]:
     return dict(output_dir=out, per_device_train_batch_size=batch_size, max_steps=max_steps, learning_rate=LR,
                 warmup_steps=0, lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=1.0,
-                optim="adamw_torch", save_strategy="no", report_to="none", logging_steps=10**6, disable_tqdm=True,
+                optim=OPTIM, save_strategy="no", report_to="none", logging_steps=10**6, disable_tqdm=True,
                 seed=SEED, dataloader_num_workers=0, use_cpu=True)
 
 
 # ---------------------------------------------------------------------------------------------- trainers
 def embforge_trainer(pairs, batch_size: int, max_len: int, max_steps: int, out: str, clock: StepClock,
-                     gradcache_chunk: int | None = None):
+                     gradcache_chunk: int | None = None, attention_dropout: float | None = None,
+                     torch_compile: bool = False):
     from embforge.commands.train import Config
     from embforge.config import from_dict
     from embforge.data.records import RetrievalRecord
+    from embforge.training.attention import set_attention_dropout
     from embforge.training.objective import InfoNCEObjective
     from embforge.training.run import build_encoder, validate
     from embforge.training.trainer import EmbeddingTrainer
 
     settings = common_args(out, batch_size, max_steps)
     settings.update(train_group_size=1, temperature=TEMPERATURE, query_max_len=max_len, passage_max_len=max_len,
-                    gradcache=gradcache_chunk is not None, chunk_size=gradcache_chunk)
+                    gradcache=gradcache_chunk is not None, chunk_size=gradcache_chunk, torch_compile=torch_compile)
     cfg = from_dict(Config, settings)
     validate(cfg)
     records = [RetrievalRecord(query=q, pos=[p]) for q, p in pairs]
     encoder = build_encoder(cfg)  # what `embforge train` loads: the embedded model when model is None
+    if attention_dropout is not None:  # opt-in, changes the training: reported as its own row
+        set_attention_dropout(encoder.towers(), attention_dropout)
     objective = InfoNCEObjective(temperature=cfg.temperature, group_size=1)
     trainer = EmbeddingTrainer(encoder=encoder, records=records, objective=objective, args=cfg, group_size=1,
                                query_instruction=encoder.config.query_instruction,
@@ -238,13 +254,20 @@ def st_trainer(pairs, batch_size: int, max_len: int, max_steps: int, out: str, c
 def throughput(args: argparse.Namespace, pairs) -> None:
     tmp = tempfile.mkdtemp(prefix="embforge-bench-train-")
     max_steps = args.warmup + args.steps
-    clocks = {"sentence-transformers": StepClock(), "embforge": StepClock()}
+    opt_in = f"embforge attn-dropout {args.attention_dropout:g}" if args.attention_dropout is not None else None
+    names = ["sentence-transformers", "embforge"] + ([opt_in] if opt_in else [])
+    clocks = {name: StepClock() for name in names}
     trainers = {
         "sentence-transformers": st_trainer(pairs, args.batch_size, args.max_length, max_steps, f"{tmp}/st",
                                             clocks["sentence-transformers"]),
         "embforge": embforge_trainer(pairs, args.batch_size, args.max_length, max_steps, f"{tmp}/ef",
-                                     clocks["embforge"]),
+                                     clocks["embforge"], torch_compile=args.torch_compile),
     }
+    if opt_in:
+        trainers[opt_in] = embforge_trainer(pairs, args.batch_size, args.max_length, max_steps, f"{tmp}/ef2",
+                                            clocks[opt_in], attention_dropout=args.attention_dropout,
+                                            torch_compile=args.torch_compile)
+    peaks = [sgemm_peak()]
     rounds: dict[str, list[list[dict[str, float]]]] = {name: [] for name in trainers}
     for r in range(args.rounds):
         order = list(trainers) if r % 2 == 0 else list(reversed(trainers))
@@ -255,6 +278,7 @@ def throughput(args: argparse.Namespace, pairs) -> None:
             rounds[name].append(measured)
             total = sum(s["wall"] for s in measured)
             print(f"  round {r + 1} {name:<22} {len(measured) * args.batch_size / total:6.2f} samples/s", flush=True)
+        peaks.append(sgemm_peak())  # between rounds: the ceiling moves with the machine's load
 
     print(f"\n== Training throughput | all-MiniLM-L6-v2 | {len(pairs)} SciFact train pairs | batch {args.batch_size} | "
           f"max_length {args.max_length} (both sides) | {args.steps} steps after {args.warmup} warm-up, "
@@ -269,6 +293,20 @@ def throughput(args: argparse.Namespace, pairs) -> None:
               f"{median[name]:.2f} samples/s)")
     print(f"  ratio embforge / sentence-transformers: {rate['embforge'] / rate['sentence-transformers']:.3f} "
           f"(median steps: {median['embforge'] / median['sentence-transformers']:.3f}; target >= 1.3)")
+    if opt_in:
+        print(f"  ratio {opt_in} (opt-in, changes the training) / sentence-transformers: "
+              f"{rate[opt_in] / rate['sentence-transformers']:.3f}")
+    peak = max(peaks)
+    print(f"  sgemm peak in this run: {peak:.1f} GFLOP/s (best of {len(peaks)} measurements, "
+          f"min {min(peaks):.1f}); a step's FLOPs = 3 x forward (forward + backward) on the padded tokens:")
+    for name, per_round in rounds.items():
+        steps = [s for r in per_round for s in r]
+        flops = 3 * statistics.mean(s["flops"] for s in steps)
+        fwd = statistics.mean(s["flops"] for s in steps)
+        best_wall = min(s["wall"] for s in steps)
+        print(f"    {name:<22} {flops / 1e9:6.0f} GFLOP/step  {flops / best_wall / 1e9:6.1f} GFLOP/s at the fastest "
+              f"step ({100 * flops / best_wall / 1e9 / peak:4.1f} % of peak); forward alone "
+              f"{fwd / statistics.mean(s['forward'] for s in steps) / 1e9:6.1f} GFLOP/s")
     print("  where the time goes, mean seconds per step over all measured steps "
           "(data includes collate; backward includes grad clipping):")
     keys = ("wall", "data", "collate", "forward", "backward", "optimizer", "other")
@@ -320,6 +358,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     import resource
 
     from embforge.model import Encoder
+    from embforge.training.attention import training_attention
     from embforge.training.batches import GroupCollator
     from embforge.training.gradcache import gradcache_step
     from embforge.training.objective import InfoNCEObjective
@@ -332,14 +371,14 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     collator = GroupCollator(encoder, 1)
     items = [(q, [p]) for q, p in scifact_pairs()[: spec["batch"]]]
     params = [p for p in encoder.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=LR, weight_decay=0.0)
-    chunk = spec.get("chunk")
+    optimizer = torch.optim.AdamW(params, lr=LR, weight_decay=0.0, fused=True)  # TrainingArguments' default
+    chunk, chunk_tokens = spec.get("chunk"), spec.get("chunk_tokens")
 
     def step(batch) -> None:
         features = collator(batch)  # tokenising is part of a training step's work and memory
-        if chunk:
+        if chunk or chunk_tokens:
             gradcache_step(lambda f, is_query: encoder(f, is_query=is_query), features["query"],
-                           features["passage"], objective, chunk)
+                           features["passage"], objective, chunk, chunk_tokens=chunk_tokens)
         else:
             loss = objective(encoder(features["query"], is_query=True), encoder(features["passage"], is_query=False))
             loss.backward()
@@ -347,6 +386,8 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    attention = training_attention(encoder.towers())  # as EmbeddingTrainer.train runs every step
+    attention.__enter__()
     step(items[:2])  # AdamW state and lazy buffers: the same in every configuration, not the step's cost
     gc.collect()
     baseline = _status_kb("VmRSS")
@@ -382,6 +423,9 @@ def gradcache_costs(args: argparse.Namespace) -> None:
         f"plain batch {big}": {**base, "batch": big},
         f"GradCache batch {big}, chunk {chunk}": {**base, "batch": big, "chunk": chunk},
     }
+    if args.mem_chunk_tokens:
+        configs[f"GradCache batch {big}, {args.mem_chunk_tokens} tok"] = {**base, "batch": big,
+                                                                          "chunk_tokens": args.mem_chunk_tokens}
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
     for name, spec in configs.items():
         results[name].append(run_worker(spec))
@@ -402,16 +446,19 @@ def gradcache_costs(args: argparse.Namespace) -> None:
     print(f"  ratio GradCache {big} / plain {small}: {peak[cached] / peak[small_name]:.2f} (target <= 1.3); "
           f"plain {big} / plain {small}: {peak[plain_big] / peak[small_name]:.2f}")
 
-    best = {name: min(t for r in results[name] for t in r["times"]) for name in (plain_big, cached)}
+    timed = [name for name in results if name != f"plain batch {small}"]
+    best = {name: min(t for r in results[name] for t in r["times"]) for name in timed}
     print(f"\n== GradCache time | the same {big} pairs, max_length {length} | best of "
           f"{args.time_repeats * args.mem_steps} step(s) each")
     for name, t in best.items():
         print(f"  {name:<32} {t:7.2f} s/step  {1000 * t / big:7.1f} ms/sample")
-    print(f"  ratio GradCache / plain time per sample: {best[cached] / best[plain_big]:.3f} (target <= 1.25)")
+    for name in timed[1:]:
+        print(f"  ratio {name} / plain time per sample: {best[name] / best[plain_big]:.3f} (target <= 1.25)")
 
 
 # ---------------------------------------------------------------------------------------------- main
 def main() -> None:
+    global OPTIM
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--max_length", type=int, default=256, help="max tokens of queries and passages")
@@ -424,6 +471,12 @@ def main() -> None:
     parser.add_argument("--mem_max_length", type=int, default=128)
     parser.add_argument("--mem_steps", type=int, default=1, help="measured steps per memory/time worker")
     parser.add_argument("--time_repeats", type=int, default=1, help="plain/GradCache worker pairs for the timing")
+    parser.add_argument("--optim", default=OPTIM, help="optimizer of both libraries (TrainingArguments --optim)")
+    parser.add_argument("--torch_compile", action="store_true", help="embforge rows with TrainingArguments.torch_compile")
+    parser.add_argument("--attention_dropout", type=float, default=None,
+                        help="add an opt-in embforge row with this attention dropout (changes the training)")
+    parser.add_argument("--mem_chunk_tokens", type=int, default=None,
+                        help="also time GradCache with this token budget per chunk")
     parser.add_argument("--skip_throughput", action="store_true")
     parser.add_argument("--skip_gradcache", action="store_true")
     parser.add_argument("--profile", action="store_true", help="profile 3 embforge steps (torch.profiler, then cProfile) after the throughput")
@@ -442,6 +495,9 @@ def main() -> None:
         print(json.dumps(worker(json.loads(args._worker))))
         return
 
+    OPTIM = args.optim
+    print(f"machine load average at the start: {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
+          f"on {os.cpu_count()} cores", flush=True)
     start = time.perf_counter()
     if not args.skip_throughput:
         throughput(args, scifact_pairs())

@@ -35,30 +35,51 @@ class _RngState:
             yield
 
 
-def split_features(features: Features, chunk_size: int) -> list[Features]:
-    """Row chunks of a padded batch, each trimmed to its own longest text to save compute."""
-    n = features["input_ids"].shape[0]
+def chunk_bounds(lengths: list[int], chunk_size: int | None, chunk_tokens: int | None) -> list[tuple[int, int]]:
+    """(start, end) row ranges, in order: at most ``chunk_size`` rows and, with ``chunk_tokens``, at most that
+    many padded tokens (rows x the chunk's longest text; a single longer text still gets its own chunk).
+    A token budget gives short texts (queries) bigger chunks than long ones at the same memory."""
+    bounds, start, longest = [], 0, 0
+    for row, length in enumerate(lengths):
+        wider = max(longest, length)
+        full = (chunk_size is not None and row - start >= chunk_size) or \
+            (chunk_tokens is not None and row > start and (row - start + 1) * wider > chunk_tokens)
+        if full:
+            bounds.append((start, row))
+            start, wider = row, length
+        longest = wider
+    if start < len(lengths):
+        bounds.append((start, len(lengths)))
+    return bounds
+
+
+def split_features(features: Features, chunk_size: int | None, chunk_tokens: int | None = None) -> list[Features]:
+    """Row chunks of a padded batch (see :func:`chunk_bounds`), each trimmed to its own longest text to save
+    compute."""
+    lengths = [int(n) for n in features["attention_mask"].sum(dim=1).tolist()]
     chunks = []
-    for start in range(0, n, chunk_size):
-        part = {k: v[start:start + chunk_size] for k, v in features.items()}
+    for start, end in chunk_bounds(lengths, chunk_size, chunk_tokens):
+        part = {k: v[start:end] for k, v in features.items()}
         keep = part["attention_mask"].sum(dim=0) > 0  # columns that are padding in every row
         chunks.append({k: v[:, keep] for k, v in part.items()})
     return chunks
 
 
 def gradcache_step(embed: Callable[[Features, bool], torch.Tensor], queries: Features, passages: Features,
-                   loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], chunk_size: int,
+                   loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], chunk_size: int | None,
                    no_sync: Callable[[], contextlib.AbstractContextManager[object]] | None = None,
-                   loss_scale: float = 1.0) -> torch.Tensor:
+                   loss_scale: float = 1.0, chunk_tokens: int | None = None) -> torch.Tensor:
     """Run forward and backward for one batch; returns the (unscaled) loss, detached.
 
     ``embed(features, is_query)`` must be the (possibly DDP-wrapped) model call. ``no_sync`` is the
     DDP context that suppresses gradient all-reduce; every chunk's backward but the last runs under
     it, so gradients are synchronised once per step. ``loss_scale`` divides for gradient
-    accumulation.
+    accumulation. ``chunk_tokens`` bounds each chunk's padded tokens as well (or alone, without
+    ``chunk_size``); the gradient does not depend on the chunking (up to dropout's draws).
     """
-    query_chunks = split_features(queries, chunk_size)
-    sides = [(c, True) for c in query_chunks] + [(c, False) for c in split_features(passages, chunk_size)]
+    query_chunks = split_features(queries, chunk_size, chunk_tokens)
+    passage_chunks = split_features(passages, chunk_size, chunk_tokens)
+    sides = [(c, True) for c in query_chunks] + [(c, False) for c in passage_chunks]
 
     reps, states = [], []
     with torch.no_grad():

@@ -24,6 +24,7 @@ from ..errors import EmbforgeError
 from ..model import Encoder
 from ..model.card import save_training_card
 from ..paths import OUTPUT_MARKER, atomic_write_bytes, check_output_folder
+from .attention import set_attention_dropout
 from .config import TrainConfig, hyperparameters_of, resolved
 from .distributed import world
 from .fsdp import full_state_dict, materialized, sharding_summary
@@ -53,15 +54,22 @@ def sanity_data() -> Path:
 
 def validate(cfg: TrainConfig) -> None:
     """Conflicts and impossible values, reported before any model is loaded."""
-    if cfg.gradcache and not cfg.chunk_size:
-        raise EmbforgeError("--gradcache needs --chunk_size N (texts per forward pass)")
+    if cfg.gradcache and not (cfg.chunk_size or cfg.chunk_tokens):
+        raise EmbforgeError("--gradcache needs --chunk_size N (texts per forward pass) or --chunk_tokens N")
     if cfg.chunk_size is not None and cfg.chunk_size <= 0:
         raise EmbforgeError(f"--chunk_size must be positive, got {cfg.chunk_size}")
+    if cfg.chunk_tokens is not None and cfg.chunk_tokens <= 0:
+        raise EmbforgeError(f"--chunk_tokens must be positive, got {cfg.chunk_tokens}")
+    if cfg.attention_dropout is not None and not 0 <= cfg.attention_dropout < 1:
+        raise EmbforgeError(f"--attention_dropout must be in [0, 1), got {cfg.attention_dropout}")
     if cfg.train_group_size is not None and cfg.train_group_size < 1:
         raise EmbforgeError(f"--train_group_size must be at least 1, got {cfg.train_group_size}")
     check_numbers(cfg)
     if cfg.streaming:
         check_streaming(cfg)
+    if cfg.torch_compile and cfg.apply_lora:
+        raise EmbforgeError("--torch_compile with --apply_lora: the compiled LoRA step does not reproduce eager "
+                            "training (weights differ by ~5e-4 after 2 steps on a test model); drop one of them")
     if cfg.apply_lora and cfg.freezenonbias:
         raise EmbforgeError("--apply_lora and --freezenonbias are two different ways to train few weights: pick one")
     validate_architecture_options(cfg)
@@ -290,6 +298,8 @@ def _train(cfg: TrainConfig, out: Path, given: Encoder | None) -> TrainResult:
     cfg = check_model_dims(cfg, encoder.embedding_dim)
     teacher = load_teacher(cfg, encoder)
     ese_layers = list(range(1, int(encoder.backbone.config.num_hidden_layers))) if cfg.apply_ese else []
+    if cfg.attention_dropout is not None:
+        set_attention_dropout(encoder.towers(), cfg.attention_dropout)
     apply_parameter_efficiency(encoder, cfg)
     freeze_unused_heads(encoder)
     if cfg.gradient_checkpointing:
@@ -303,7 +313,8 @@ def _train(cfg: TrainConfig, out: Path, given: Encoder | None) -> TrainResult:
                                group_size=resolved(cfg.train_group_size, "train_group_size"),
                                query_instruction=encoder.config.query_instruction,
                                passage_instruction=encoder.config.passage_instruction, strict=cfg.strict,
-                               gradcache_chunk=cfg.chunk_size if cfg.gradcache else None, pairs=pairs,
+                               gradcache_chunk=cfg.chunk_size if cfg.gradcache else None,
+                               gradcache_tokens=cfg.chunk_tokens if cfg.gradcache else None, pairs=pairs,
                                teacher=teacher, ese_layers=ese_layers, run_settings=settings, stream=stream,
                                stream_buffer=cfg.stream_buffer,
                                score_range=(summary.low, summary.high) if summary and pairs else None)

@@ -30,6 +30,7 @@ from ..data.sampling import NoDuplicateBatchSampler
 from ..errors import EmbforgeError
 from ..model.encoder import load_backbone_weights
 from ..model.pooling import pool
+from .attention import training_attention
 from .batches import GroupCollator, GroupDataset, PairCollator, PairDataset, StreamingDataset
 from .distributed import world
 from .fsdp import default_layer_classes, materialized, restore_cpu_plugin
@@ -134,16 +135,24 @@ class EmbeddingTrainer(Trainer):
     def __init__(self, *, encoder: Encoder, records: Sequence[RetrievalRecord] | Sequence[ScoredPair],
                  objective: InfoNCEObjective | Objective, group_size: int,
                  query_instruction: str | None, passage_instruction: str | None, strict: bool = False,
-                 gradcache_chunk: int | None = None, pairs: bool = False, teacher: Any = None,
+                 gradcache_chunk: int | None = None, gradcache_tokens: int | None = None, pairs: bool = False,
+                 teacher: Any = None,
                  ese_layers: list[int] | None = None, run_settings: dict[str, Any] | None = None,
                  stream: StreamSource | None = None, stream_buffer: int = 0,
                  score_range: tuple[float, float] | None = None, **kwargs: Any):
         """``stream``: read the records lazily instead (``records`` then only feeds the data-kind checks),
-        holding at most ``stream_buffer`` of them; ``score_range`` is the scored pairs' (min, max) then."""
+        holding at most ``stream_buffer`` of them; ``score_range`` is the scored pairs' (min, max) then.
+        GradCache runs when ``gradcache_chunk`` (texts per chunk) or ``gradcache_tokens`` (padded tokens per
+        chunk) is given."""
         self.skip_trained_batches = not kwargs["args"].ignore_data_skip
         if stream is not None:  # the stream skips trained batches itself, before any tokenisation
             kwargs["args"] = copy.copy(kwargs["args"])
             kwargs["args"].ignore_data_skip = True
+        if kwargs["args"].torch_compile:
+            import torch._inductor.config as inductor
+
+            # Dropout through aten's generator, as in eager mode: compiling must not change the masks drawn.
+            inductor.fallback_random = True
         super().__init__(model=encoder, **kwargs)
         self.encoder = encoder
         if self.is_fsdp_enabled:
@@ -151,6 +160,7 @@ class EmbeddingTrainer(Trainer):
         self.records = records
         self.objective = objective
         self.gradcache_chunk = gradcache_chunk
+        self.gradcache_tokens = gradcache_tokens
         self.pairs = pairs
         self.teacher = teacher
         self.ese_layers = list(ese_layers or [])
@@ -251,7 +261,8 @@ class EmbeddingTrainer(Trainer):
             teacher = self.teacher
             if teacher.device != self.encoder.device:
                 teacher.to(self.encoder.device)
-            chunks = split_features(features, self.gradcache_chunk) if self.gradcache_chunk else [features]
+            chunks = (split_features(features, self.gradcache_chunk, self.gradcache_tokens)
+                      if self.gradcache_chunk or self.gradcache_tokens else [features])
             return torch.cat([teacher(c, is_query=is_query) for c in chunks])
 
     def _extras(self, inputs: Batch, first: Features, second: Features, first_is_query: bool) -> dict[str, Any]:
@@ -275,7 +286,7 @@ class EmbeddingTrainer(Trainer):
         return (loss, {"q": q, "p": p}) if return_outputs else loss
 
     def training_step(self, model: Any, inputs: Batch, num_items_in_batch: Any = None) -> torch.Tensor:
-        if not self.gradcache_chunk:
+        if not (self.gradcache_chunk or self.gradcache_tokens):
             return super().training_step(model, inputs, num_items_in_batch)
         model.train()
         inputs = self._prepare_inputs(inputs)
@@ -284,9 +295,15 @@ class EmbeddingTrainer(Trainer):
         no_sync = (lambda: model.no_sync()) if hasattr(model, "no_sync") else None
         loss = gradcache_step(lambda f, is_query: self._embed(model, f, is_query and first_is_query), first, second,
                               lambda q, p: self.objective(q, p, **extras), self.gradcache_chunk, no_sync=no_sync,
-                              loss_scale=1.0 / self.current_gradient_accumulation_steps)
+                              loss_scale=1.0 / self.current_gradient_accumulation_steps,
+                              chunk_tokens=self.gradcache_tokens)
         self._check_finite(loss)
         return loss / self.current_gradient_accumulation_steps
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        # The same maths and dropout masks as sdpa, with fewer passes over the scores (attention.py).
+        with training_attention(self.encoder.towers()):
+            return super().train(*args, **kwargs)
 
     # ------------------------------------------------------------------ saving and loading
     def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
