@@ -125,17 +125,8 @@ def test_attention_dropout_override_reaches_every_attention_module(tiny_bert):
         torch.testing.assert_close(train_mode, enc(feats))
 
 
-@pytest.mark.e2e  # compiling takes minutes on 2 shared cores (200-400 s measured)
-def test_torch_compile_trains_like_eager(tiny_bert, tmp_path):
-    """HF's --torch_compile with EmbeddingTrainer and GradCache (compiling costs a minute or more on 2 cores):
-    dropout on, the same masks (aten's generator) and so the same weights as eager mode."""
-    common = {"max_steps": 2, "optim": "sgd", "learning_rate": 1e-2, "gradcache": True, "chunk_size": 3}
-    eager = weights(train_run.train(config(tiny_bert, tmp_path / "e", **common)).output_dir)
-    compiled = weights(train_run.train(config(tiny_bert, tmp_path / "c", torch_compile=True, **common)).output_dir)
-    base = weights(tiny_bert)
-    assert max((eager[k] - base[k]).abs().max().item() for k in eager) > 1e-4
-    for key in eager:
-        torch.testing.assert_close(compiled[key], eager[key], atol=1e-5, rtol=1e-4, msg=key)
+# --torch_compile training like eager mode is checked by scripts/check_torch_compile.py: compiling takes
+# minutes on 2 cores, too long for the suite.
 
 
 def test_torch_compile_with_lora_is_refused(tiny_bert, tmp_path):
