@@ -30,7 +30,7 @@ def main() -> int:
     words = "cat dog bird fish house tree car road city water".split()
     data.write_text("".join(json.dumps({"query": f"the {w}", "pos": [f"a {w} in the house"],
                                         "neg": [f"{w} and the road"]}) + "\n" for w in words))
-    common = {"model": str(model), "data": str(data), "max_steps": 2, "optim": "sgd", "learning_rate": 1e-2,
+    common = {"model_name_or_path": str(model), "train_data": str(data), "max_steps": 2, "optim": "sgd", "learning_rate": 1e-2,
               "gradcache": True, "chunk_size": 3, "per_device_train_batch_size": 4, "report_to": "none",
               "use_cpu": True, "save_strategy": "no", "query_max_len": 16, "passage_max_len": 16}
     eager = load_file(str(embforge.train(output_dir=str(tmp / "eager"), **common) / "model.safetensors"))
