@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny import WORDS
 
 from embforge.cli import main
 from embforge.data.records import RetrievalRecord
@@ -21,7 +22,6 @@ from embforge.model.cross_encoder import CrossEncoder
 from embforge.training.config import TrainConfig
 from embforge.training.rerank import RerankCollator, RerankGroups, rerank_loss
 from embforge.training.run import train
-from tests.tiny import WORDS
 
 
 def test_losses_on_fixed_logits_match_hand_computed_values():
