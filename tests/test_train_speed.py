@@ -54,7 +54,9 @@ def test_trainer_trains_with_the_training_attention(tiny_bert, tmp_path, monkeyp
         return original(*args, **kwargs)
 
     monkeypatch.setattr(training_attention_module, "attention_forward", counting)
-    train_run.train(config(tiny_bert, tmp_path, max_steps=1))
+    train_run.train(config(tiny_bert, tmp_path / "default", max_steps=1))
+    assert not calls, "the training attention is opt-in: a default run keeps sdpa's arithmetic"
+    train_run.train(config(tiny_bert, tmp_path / "opted", max_steps=1, training_attention=True))
     assert calls and all(p == pytest.approx(0.1) for p in calls)  # 2 layers x (queries, passages)
 
 

@@ -123,6 +123,9 @@ class TrainConfig(TrainingArguments):
     chunk_size: int | None = option(None, "GradCache chunk size (texts per forward pass).", aliases=("chunksize",))
     chunk_tokens: int | None = option(None, "GradCache token budget: at most this many padded tokens per forward "
                                             "pass (short texts get bigger chunks); with or instead of --chunk_size.")
+    training_attention: bool = option(False, "Run attention through embforge's training function: the same "
+                                             "dropout masks and, to ~1e-7, the same gradients as PyTorch's sdpa "
+                                             "with fewer passes (about 6 %% faster steps on CPU).")
     attention_dropout: float | None = option(None, "Override the model's dropout on attention probabilities "
                                                    "(0 lets CPU attention take its fused kernel: about 1.7x faster "
                                                    "steps, but a different training; default: the model's own).")
@@ -220,7 +223,7 @@ HYPERPARAMETERS = (
     "warmup_steps", "weight_decay", "lr_scheduler_type", "temperature", "train_group_size", "use_inbatch_neg",
     "symmetric", "negatives_cross_device", "query_max_len", "passage_max_len", "query_instruction_for_retrieval",
     "passage_instruction_for_retrieval", "apply_lora", "lora_r", "lora_alpha", "freezenonbias", "freeze",
-    "addxlinear", "asym", "gradcache", "chunk_size", "chunk_tokens", "attention_dropout", "fp16", "bf16", "seed", "sanity_test",
+    "addxlinear", "asym", "gradcache", "chunk_size", "chunk_tokens", "attention_dropout", "training_attention", "fp16", "bf16", "seed", "sanity_test",
 )
 
 
