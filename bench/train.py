@@ -210,7 +210,8 @@ def embforge_trainer(pairs, batch_size: int, max_len: int, max_steps: int, out: 
 
     settings = common_args(out, batch_size, max_steps)
     settings.update(train_group_size=1, temperature=TEMPERATURE, query_max_len=max_len, passage_max_len=max_len,
-                    gradcache=gradcache_chunk is not None, chunk_size=gradcache_chunk, torch_compile=torch_compile)
+                    gradcache=gradcache_chunk is not None, chunk_size=gradcache_chunk, torch_compile=torch_compile,
+                    training_attention=True)  # opt-in in embforge; the figures in the README are with it
     cfg = from_dict(Config, settings)
     validate(cfg)
     records = [RetrievalRecord(query=q, pos=[p]) for q, p in pairs]
