@@ -22,6 +22,7 @@ import numpy as np
 from .protocols import EncoderLike
 from .store.encode import encode_store, private_root
 from .store.fingerprint import model_fingerprint, parameters_digest, store_root, texts_digest
+from .store.search import truncate  # Matryoshka truncation, one implementation for cache users and search
 
 __all__ = ["cache_dir", "encode_cached", "model_fingerprint", "parameters_digest",
            "texts_digest", "truncate"]
@@ -56,14 +57,3 @@ def _writable(root: Path) -> bool:
     while not root.exists() and root != root.parent:
         root = root.parent
     return root.is_dir() and os.access(root, os.W_OK | os.X_OK)
-
-
-def truncate(emb: np.ndarray, dim: int | None, normalize: bool) -> np.ndarray:
-    """The first ``dim`` coordinates, re-normalised when the encoder normalises (as Encoder.encode does)."""
-    if dim is None or dim >= emb.shape[1]:
-        return emb
-    out = np.ascontiguousarray(emb[:, :dim])
-    if normalize:
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        out = out / np.maximum(norms, 1e-12)
-    return out.astype(np.float32, copy=False)

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from ..cache import model_fingerprint
 from ..errors import EmbforgeError
 from ..protocols import EncoderLike
@@ -28,6 +26,7 @@ from ..store.index import estimate_recall, index_search
 from ..store.search import search
 from .metrics import check_ks, msmarco_metrics, retrieval_metrics
 from .rerank import rerank_rows
+from .search import id_tie_rank
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..model.cross_encoder import CrossEncoder
@@ -112,14 +111,6 @@ def store_root(use_cache: bool, store_dir: str | Path | None) -> Iterator[Path |
             yield private
 
 
-def tie_ranks(doc_ids: Sequence[str]) -> np.ndarray:
-    """Each document's place in id order: equal scores are ranked by doc id, whatever the shards."""
-    order = np.array(sorted(range(len(doc_ids)), key=doc_ids.__getitem__), dtype=np.int64)
-    ranks = np.empty(len(doc_ids), dtype=np.int64)
-    ranks[order] = np.arange(len(doc_ids))
-    return ranks
-
-
 def _metrics(ranked: dict[str, list[tuple[str, float]]], task: RetrievalTask, ks: list[int]) -> dict[str, Any]:
     metrics: dict[str, Any] = retrieval_metrics(ranked, task.qrels, ks)
     if task.kind == "jsonl":
@@ -145,7 +136,7 @@ def evaluate_retrieval(encoder: EncoderLike, task: RetrievalTask, ks: Iterable[i
     normalize = bool(getattr(encoder.config, "normalize", True))
     doc_ids = task.doc_ids
     qids = list(task.queries)
-    tie_rank = tie_ranks(doc_ids)
+    tie_rank = id_tie_rank(doc_ids)
     recall: dict[str, float] = {}
     with store_root(use_cache, store_dir) as root:
         t0 = time.perf_counter()

@@ -102,7 +102,8 @@ def gather_merge(scores: torch.Tensor, rows: torch.Tensor, k: int, tie_rank: tor
 
 
 def truncate(block: np.ndarray, dim: int | None, normalize: bool) -> np.ndarray:
-    """Matryoshka truncation of a block, the same float ops as ``cache.truncate`` (bit-equal results)."""
+    """Matryoshka truncation: the first ``dim`` coordinates, re-normalised when the encoder normalises (as
+    Encoder.encode does); ``cache.truncate`` is this function."""
     if dim is None or dim >= block.shape[1]:
         return block
     out = np.ascontiguousarray(block[:, :dim])
