@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import option
+from .model.precision import dtype_option, quantize_option
 from .store.encode import DTYPES
 from .store.layout import EmbeddingStore
+from .store.options import shard_size_option, store_dir_option
 
 
 @dataclass
@@ -37,21 +39,14 @@ class EncodeConfig:
     pooling: str | None = option(None, "Override the model's pooling: cls, mean, weightedmean or lasttoken.",
                                  aliases=("sentence_pooling_method",))
     normalize: bool | None = option(None, "Override L2 normalisation.", aliases=("normlized", "normalized"))
-    shard_size: int = option(16384, "Texts per shard of the embedding store: the unit that is shared out among "
-                                    "ranks under torchrun and kept when a run is killed.")
+    shard_size: int = shard_size_option()
     store_dtype: str = option("float32", "How the store keeps the vectors (the output is float32 either way).",
                               choices=DTYPES)
-    store_dir: str | None = option(None, "The embedding store (the cache a rerun or a killed run resumes from); "
-                                         "default: $EMBFORGE_CACHE or ~/.cache/embforge/embeddings. Under torchrun "
-                                         "on several nodes it must be a folder every node shares.")
+    store_dir: str | None = store_dir_option()
     no_cache: bool = option(False, "Encode every text again, in a private folder removed afterwards (under "
                                    "--store_dir when given: on several nodes give a shared one).")
-    quantize: str | None = option(None, "int8: dynamic int8 quantisation of the Linear layers (CPU; faster, "
-                                        "vectors move: cosine to float32 >= 0.88, SciFact nDCG@10 -0.004). "
-                                        "Part of the cache key.", choices=("int8",))
-    dtype: str | None = option(None, "Run the model in float16 or bfloat16 (float16 on GPU only; bfloat16 also on "
-                                     "CPU, fast where it has AMX: SciFact nDCG@10 -0.001). Part of the cache key.",
-                               choices=("float32", "float16", "bfloat16"))
+    quantize: str | None = quantize_option()
+    dtype: str | None = dtype_option()
     compile: bool = option(False, "torch.compile the model first (same vectors to float32 rounding; the compile "
                                   "takes tens of seconds, so it pays on large inputs: see bench/encode.py).")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import option
+from ..model.precision import dtype_option, quantize_option
+from ..store.options import index_option, nprobe_option, shard_size_option, store_dir_option
 
 
 @dataclass
@@ -28,21 +30,14 @@ class EvalConfig:
     sparse: str | None = option(None, "A CSR model folder (csr train's output) or a stacked encoder+CSR folder: "
                                       "evaluate its sparse codes against dense search at the same active dims, "
                                       "with query latency.", aliases=("csr_model",))
-    shard_size: int = option(16384, "Documents per shard of the embedding store: the unit of work split across "
-                                    "ranks under torchrun and redone after a crash.")
-    store_dir: str | None = option(None, "Where the embedding store lives (default: the embedding cache). On "
-                                         "several nodes it must be a folder every node sees.")
-    index: str | None = option(None, "FAISS factory string for approximate search (IVF4096,Flat, HNSW32, "
-                                     "IVF4096,PQ64); its recall against exact search is reported. Default: exact.")
-    nprobe: int | None = option(None, "IVF lists searched per query (--index IVF...); default: FAISS's.")
+    shard_size: int = shard_size_option()
+    store_dir: str | None = store_dir_option()
+    index: str | None = index_option()
+    nprobe: int | None = nprobe_option()
     rerank: str | None = option(None, "A cross-encoder reranker folder (e.g. from train --task rerank): rerank each "
                                       "query's top --rerank_top_k and report the metrics before and after.",
                                 aliases=("reranker",))
     rerank_top_k: int = option(100, "First-stage results per query that --rerank reorders.")
     sparse_k: int | None = option(None, "Active latents per sparse code (default: the CSR model's k).")
-    quantize: str | None = option(None, "int8: dynamic int8 quantisation of the Linear layers (CPU; faster, "
-                                        "vectors move: cosine to float32 >= 0.88, SciFact nDCG@10 -0.004). "
-                                        "Part of the cache key.", choices=("int8",))
-    dtype: str | None = option(None, "Run the model in float16 or bfloat16 (float16 on GPU only; bfloat16 also on "
-                                     "CPU, fast where it has AMX: SciFact nDCG@10 -0.001). Part of the cache key.",
-                               choices=("float32", "float16", "bfloat16"))
+    quantize: str | None = quantize_option()
+    dtype: str | None = dtype_option()
