@@ -234,3 +234,36 @@ def test_sanity_test_with_the_default_model(tmp_path):
                                              "report_to": "none", "use_cpu": True, "disable_tqdm": True})).output_dir
     assert (out / "model.safetensors").exists()
     assert len(list((tmp_path / "s").glob("checkpoint-*"))) == 1
+
+
+@pytest.mark.parametrize("flag", ["gradient_checkpointing", "activation_checkpointing"])
+def test_activation_checkpointing_takes_the_same_steps_with_dropout(tiny_bert, tmp_path, monkeypatch, flag):
+    """Checkpointing recomputes each layer in the backward pass with its dropout masks replayed, so it
+    trades time for memory without changing the arithmetic: the weights are bit-equal to a plain run."""
+    from transformers.models.bert.modeling_bert import BertAttention
+
+    calls = []
+    original = BertAttention.forward
+    monkeypatch.setattr(BertAttention, "forward", lambda self, *a, **kw: calls.append(1) or original(self, *a, **kw))
+    plain = train_run.train(config(tiny_bert, tmp_path / "p")).output_dir
+    plain_calls, calls[:] = len(calls), []
+    checkpointed = train_run.train(config(tiny_bert, tmp_path / "c", **{flag: True})).output_dir
+    assert len(calls) == 2 * plain_calls  # every layer ran again in the backward pass
+    a, b, base = weights(plain), weights(checkpointed), weights(tiny_bert)
+    assert max((a[k] - base[k]).abs().max().item() for k in a) > 1e-3
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="bf16 runs on the GPU there")
+def test_bf16_without_a_gpu_is_cpu_autocast(tiny_bert, tmp_path, monkeypatch):
+    """--bf16 on a machine without a GPU trains under CPU autocast instead of failing on --use_cpu."""
+    cfg = config(tiny_bert, tmp_path, bf16=True, use_cpu=False)
+    assert cfg.use_cpu and cfg.bf16
+    seen = []
+    original = torch.nn.Linear.forward
+    monkeypatch.setattr(torch.nn.Linear, "forward",
+                        lambda self, x: seen.append(original(self, x).dtype) or original(self, x))
+    folder = train_run.train(cfg).output_dir
+    assert torch.bfloat16 in seen
+    assert all(torch.isfinite(w).all() for w in weights(folder).values())

@@ -186,6 +186,10 @@ class TrainConfig(TrainingArguments):
             self._apply_sanity_test()
         if self.fp16 and self.bf16:
             raise EmbforgeError("--fp16 and --bf16 conflict: pick one precision")
+        if (self.bf16 or self.bf16_full_eval) and not self.use_cpu and not _accelerator_available():
+            # Without a GPU, --bf16 is CPU autocast (AMX where the CPU has it), which TrainingArguments
+            # only allows with --use_cpu: say it once here instead of failing on a machine-specific flag.
+            self._set("use_cpu", True)
         if self.deepspeed:
             import importlib.util
 
@@ -240,3 +244,10 @@ def hyperparameters_of(cfg: TrainConfig) -> dict[str, Any]:
             value = value.value
         out[key] = value
     return out
+
+
+
+def _accelerator_available() -> bool:
+    from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
+
+    return bool(is_torch_bf16_gpu_available() or is_torch_xla_available())

@@ -302,11 +302,14 @@ def _train(cfg: TrainConfig, out: Path, given: Encoder | None) -> TrainResult:
         set_attention_dropout(encoder.towers(), cfg.attention_dropout)
     apply_parameter_efficiency(encoder, cfg)
     freeze_unused_heads(encoder)
-    if cfg.gradient_checkpointing:
+    if cfg.activation_checkpointing:  # `gradient_checkpointing`, its deprecated alias, is mirrored into it
+        kwargs = dict(cfg.activation_checkpointing_kwargs or {})
+        every_n_layers, offload = kwargs.pop("every_n_layers", 1), kwargs.pop("offload", False)
         for tower in encoder.towers():
-            tower.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            tower.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False, **kwargs},
+                                                  every_n_layers=every_n_layers, offload=offload)
         cfg = copy.copy(cfg)  # the Trainer would redo it on the Encoder; the config given stays as it was
-        cfg.gradient_checkpointing = False
+        cfg.activation_checkpointing = cfg.gradient_checkpointing = False
     pairs = isinstance(records[0], ScoredPair)
     objective = build_objective(cfg, ese_layers, with_teacher=teacher is not None, pairs=pairs)
     trainer = EmbeddingTrainer(encoder=encoder, records=records, objective=objective, args=cfg,
