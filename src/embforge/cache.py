@@ -32,7 +32,7 @@ cache_dir = store_root  # the older name
 
 def encode_cached(encoder: EncoderLike, texts: Sequence[str], *, is_query: bool = False, batch_size: int = 64,
                   use_cache: bool = True, show_progress: bool | None = None,
-                  fingerprint: str | None = None) -> tuple[np.ndarray, bool]:
+                  fingerprint: str | None = None, max_tokens: int | None = None) -> tuple[np.ndarray, bool]:
     """Full-dimension float32 embeddings of ``texts`` and whether they all came from the cache.
 
     Matryoshka truncation is applied by the caller (see :func:`truncate`), so one cached matrix
@@ -48,7 +48,7 @@ def encode_cached(encoder: EncoderLike, texts: Sequence[str], *, is_query: bool 
         # a private folder needs no model identity: nothing else reads it, and hashing 7B weights takes seconds
         fp = fingerprint if use_cache else (fingerprint or "private")
         store, stats = encode_store(encoder, texts, is_query=is_query, batch_size=batch_size, root=root,
-                                    fingerprint=fp, show_progress=show_progress)
+                                    fingerprint=fp, show_progress=show_progress, max_tokens=max_tokens)
         return store.to_array(), use_cache and stats.encoded == 0
 
 

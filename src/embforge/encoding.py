@@ -20,7 +20,7 @@ from .config import option
 from .model.precision import dtype_option, quantize_option
 from .store.encode import DTYPES
 from .store.layout import EmbeddingStore
-from .store.options import shard_size_option, store_dir_option
+from .store.options import max_tokens_option, shard_size_option, store_dir_option
 
 
 @dataclass
@@ -33,6 +33,7 @@ class EncodeConfig:
                                                   "default: the embedded all-MiniLM-L6-v2.", aliases=("model",))
     field: str = option("text", "JSONL field to embed; 'title+text' joins a BEIR corpus's title and text.")
     batch_size: int = option(64, "Texts per forward pass.")
+    max_tokens: int | None = max_tokens_option()
     is_query: bool = option(False, "Treat the texts as queries (query instruction and query max length).")
     dim: int | None = option(None, "Keep only the first DIM dimensions (Matryoshka truncation).")
     max_length: int | None = option(None, "Override the model's max tokens per text.", aliases=("max_len",))
@@ -69,7 +70,7 @@ def encode_file(cfg: EncodeConfig) -> Path:
     if out.suffix not in (".npy", ".npz"):
         raise EmbforgeError(f"{out}: output must end in .npy or .npz")
     check_output_file(out)  # before the model loads and the texts are encoded, not after (on every rank)
-    for flag in ("batch_size", "dim", "max_length", "shard_size"):
+    for flag in ("batch_size", "max_tokens", "dim", "max_length", "shard_size"):
         value = getattr(cfg, flag)
         if value is not None and value < 1:
             raise EmbforgeError(f"--{flag} must be at least 1, got {value}")
@@ -92,7 +93,7 @@ def encode_file(cfg: EncodeConfig) -> Path:
         root = stack.enter_context(private_root(store_dir)) if cfg.no_cache else store_dir
         store, stats = encode_store(encoder, texts, is_query=cfg.is_query, batch_size=cfg.batch_size,
                                     shard_size=cfg.shard_size, dtype=cfg.store_dtype, root=root,
-                                    fingerprint="private" if cfg.no_cache else None)
+                                    fingerprint="private" if cfg.no_cache else None, max_tokens=cfg.max_tokens)
         if rank == 0:
             width = _write_output(out, store, cfg.dim, bool(encoder.config.normalize),
                                   texts.ids() if out.suffix == ".npz" else None)

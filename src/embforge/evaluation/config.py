@@ -6,7 +6,13 @@ from dataclasses import dataclass
 
 from ..config import option
 from ..model.precision import dtype_option, quantize_option
-from ..store.options import index_option, nprobe_option, shard_size_option, store_dir_option
+from ..store.options import (
+    index_option,
+    max_tokens_option,
+    nprobe_option,
+    shard_size_option,
+    store_dir_option,
+)
 
 
 @dataclass
@@ -23,6 +29,7 @@ class EvalConfig:
     report: str | None = option(None, "Write a JSON report here (and the quality-vs-dims PNG beside it).")
     batch_size: int = option(256, "Texts per forward pass.")
     max_length: int | None = option(None, "Override the model's max tokens per text.", aliases=("max_len",))
+    max_tokens: int | None = max_tokens_option()
     query_instruction_for_retrieval: str | None = option(None, "Instruction prepended to queries (default: the "
                                                                "model's own).", aliases=("query_instruction",))
     no_cache: bool = option(False, "Do not read or write the embedding cache ($EMBFORGE_CACHE).")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..cache import model_fingerprint
 from ..errors import EmbforgeError
-from ..protocols import EncoderLike
+from ..protocols import EncoderLike, encode_texts
 from ..store.encode import encode_store, private_root
 from ..store.index import estimate_recall, index_search
 from ..store.search import search
@@ -122,12 +122,14 @@ def evaluate_retrieval(encoder: EncoderLike, task: RetrievalTask, ks: Iterable[i
                        dims: Sequence[int] | None = None, batch_size: int = 64, use_cache: bool = True,
                        strict: bool = False, *, shard_size: int = 16384, store_dir: str | Path | None = None,
                        index: str | None = None, nprobe: int | None = None,
-                       reranker: CrossEncoder | None = None, rerank_top_k: int = 100) -> dict[str, Any]:
+                       reranker: CrossEncoder | None = None, rerank_top_k: int = 100,
+                       max_tokens: int | None = None) -> dict[str, Any]:
     """Metrics per dim: ``{"dims": {"384": {...}, "64": {...}}, "timings": {...}, ...}``.
 
     ``index`` (a FAISS factory string) replaces exact search; the recall of its top-k against exact
     search, on a sample of queries, is reported beside the metrics it gives. ``reranker`` reorders each
     query's first ``rerank_top_k`` results of the largest dim; its metrics are ``result["rerank"]["metrics"]``.
+    ``max_tokens`` batches documents and queries by a padded-token budget (the same vectors).
     """
     ks = check_ks(ks)
     full = int(encoder.embedding_dim)
@@ -142,12 +144,13 @@ def evaluate_retrieval(encoder: EncoderLike, task: RetrievalTask, ks: Iterable[i
         t0 = time.perf_counter()
         store, run = encode_store(encoder, task.doc_texts, is_query=False, batch_size=batch_size,
                                   shard_size=shard_size, root=root, fingerprint=model_fingerprint(encoder),
-                                  show_progress=True)
+                                  show_progress=True, max_tokens=max_tokens)
         if store.n_rows != len(doc_ids):
             raise EmbforgeError(f"{task.source}: {store.n_rows} texts for {len(doc_ids)} document ids")
         t1 = time.perf_counter()
         # queries are cheap and usually change with instructions, so they bypass the cache
-        q_emb = encoder.encode([task.queries[q] for q in qids], batch_size=batch_size, is_query=True)
+        q_emb = encode_texts(encoder, [task.queries[q] for q in qids], batch_size=batch_size, is_query=True,
+                             max_tokens=max_tokens)
         t2 = time.perf_counter()
         per_dim: dict[str, dict[str, float]] = {}
         k = min(max(max(ks), rerank_top_k if reranker is not None else 0), store.n_rows)

@@ -81,7 +81,7 @@ def check(cfg: EvalConfig, has_records: bool = False) -> list[int]:
     ks = check_ks(list(cfg.k))
     if cfg.dims is not None and (not cfg.dims or min(cfg.dims) < 1):
         raise EmbforgeError(f"--dims: every dim must be a positive integer, got {cfg.dims!r}")
-    for flag in ("batch_size", "max_length", "sparse_k", "shard_size", "nprobe", "rerank_top_k"):
+    for flag in ("batch_size", "max_tokens", "max_length", "sparse_k", "shard_size", "nprobe", "rerank_top_k"):
         value = getattr(cfg, flag)
         if value is not None and value < 1:
             raise EmbforgeError(f"--{flag} must be at least 1, got {value}")
@@ -185,10 +185,11 @@ def evaluate(cfg: EvalConfig, encoder: Encoder | None = None,
         result = evaluate_retrieval(encoder, task, ks=ks, dims=dims, batch_size=cfg.batch_size,
                                     use_cache=not cfg.no_cache, strict=cfg.strict, shard_size=cfg.shard_size,
                                     store_dir=cfg.store_dir, index=cfg.index, nprobe=cfg.nprobe,
-                                    reranker=reranker, rerank_top_k=cfg.rerank_top_k)
+                                    reranker=reranker, rerank_top_k=cfg.rerank_top_k, max_tokens=cfg.max_tokens)
     else:
         assert pairs is not None
-        result = evaluate_sts(encoder, pairs, dims=dims, batch_size=cfg.batch_size, use_cache=not cfg.no_cache)
+        result = evaluate_sts(encoder, pairs, dims=dims, batch_size=cfg.batch_size, use_cache=not cfg.no_cache,
+                              max_tokens=cfg.max_tokens)
         result["format"] = loaded.sts_format
     result["timings"] = {"load_data_s": t_data - t_start, "load_model_s": t_model - t_data, **result["timings"],
                          "total_s": time.perf_counter() - t_start}

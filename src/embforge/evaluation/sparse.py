@@ -21,7 +21,7 @@ from ..cache import encode_cached, model_fingerprint, truncate
 from ..csr.model import CSRModel
 from ..csr.sparse import SparseCodes, encode_dense
 from ..errors import EmbforgeError
-from ..protocols import EncoderLike
+from ..protocols import EncoderLike, encode_texts
 from .config import EvalConfig
 from .metrics import check_ks, retrieval_metrics
 from .retrieval import RetrievalTask, check_qrels
@@ -120,8 +120,8 @@ def latency_ms(fn: Callable[[int], object], n_queries: int, limit: int = 200, re
 def evaluate_sparse_retrieval(encoder: EncoderLike, csr: CSRModel, task: RetrievalTask, ks: Sequence[int] = (1, 10, 100),
                               topk: int | None = None, batch_size: int = 64, use_cache: bool = True,
                               strict: bool = False, latency_queries: int = 200,
-                              doc_emb: np.ndarray | None = None, query_emb: np.ndarray | None = None
-                              ) -> dict[str, Any]:
+                              doc_emb: np.ndarray | None = None, query_emb: np.ndarray | None = None,
+                              max_tokens: int | None = None) -> dict[str, Any]:
     """Metrics and single-query latency of CSR codes (k active) vs dense truncation to k dims and full dims.
 
     ``doc_emb``/``query_emb`` skip encoding when the caller already has the dense embeddings.
@@ -134,9 +134,11 @@ def evaluate_sparse_retrieval(encoder: EncoderLike, csr: CSRModel, task: Retriev
     if doc_emb is None:
         doc_emb, _ = encode_cached(encoder, list(task.doc_texts), is_query=False,
                                    batch_size=batch_size, use_cache=use_cache, show_progress=True,
-                                   fingerprint=model_fingerprint(encoder) if use_cache else None)
+                                   fingerprint=model_fingerprint(encoder) if use_cache else None,
+                                   max_tokens=max_tokens)
     if query_emb is None:
-        query_emb = encoder.encode([task.queries[q] for q in qids], batch_size=batch_size, is_query=True)
+        query_emb = encode_texts(encoder, [task.queries[q] for q in qids], batch_size=batch_size, is_query=True,
+                                 max_tokens=max_tokens)
     if doc_emb.shape[1] != csr.settings.embed_dim:
         raise EmbforgeError(f"the CSR model expects {csr.settings.embed_dim}-d embeddings, the encoder gives "
                             f"{doc_emb.shape[1]}-d (was it trained on this model's embeddings?)")
@@ -230,7 +232,7 @@ def evaluate_sparse(cfg: EvalConfig, encoder: Encoder | None = None,
         encoder = Encoder.from_pretrained(cfg.model_name_or_path or (str(folder) if stacked else None), **encoder_overrides(cfg))
     t0 = time.perf_counter()
     result = evaluate_sparse_retrieval(encoder, csr, task, ks=ks, topk=cfg.sparse_k, batch_size=cfg.batch_size,
-                                       use_cache=not cfg.no_cache, strict=cfg.strict)
+                                       use_cache=not cfg.no_cache, strict=cfg.strict, max_tokens=cfg.max_tokens)
     report = {"model": getattr(encoder, "name_or_path", cfg.model_name_or_path), "csr_model": str(folder), "data": str(data),
               "split": cfg.split, **result, "total_s": time.perf_counter() - t0}
     import sys

@@ -60,7 +60,7 @@ def cosine_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def evaluate_sts(encoder: EncoderLike, pairs: Sequence[ScoredPair], dims: Sequence[int] | None = None,
-                 batch_size: int = 64, use_cache: bool = True) -> dict[str, Any]:
+                 batch_size: int = 64, use_cache: bool = True, max_tokens: int | None = None) -> dict[str, Any]:
     """Spearman and Pearson of cosine similarity vs gold, per Matryoshka dim.
 
     Each distinct sentence is encoded once; both sides use the passage settings (symmetric task).
@@ -72,7 +72,7 @@ def evaluate_sts(encoder: EncoderLike, pairs: Sequence[ScoredPair], dims: Sequen
     index = {t: i for i, t in enumerate(texts)}
     t0 = time.perf_counter()
     emb, hit = encode_cached(encoder, texts, batch_size=batch_size, use_cache=use_cache, show_progress=True,
-                             fingerprint=model_fingerprint(encoder) if use_cache else None)
+                             fingerprint=model_fingerprint(encoder) if use_cache else None, max_tokens=max_tokens)
     t1 = time.perf_counter()
     left = np.array([index[p.text1] for p in pairs])
     right = np.array([index[p.text2] for p in pairs])

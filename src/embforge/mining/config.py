@@ -6,7 +6,13 @@ from dataclasses import dataclass
 
 from ..config import option
 from ..model.precision import dtype_option, quantize_option
-from ..store.options import index_option, nprobe_option, shard_size_option, store_dir_option
+from ..store.options import (
+    index_option,
+    max_tokens_option,
+    nprobe_option,
+    shard_size_option,
+    store_dir_option,
+)
 
 
 @dataclass
@@ -37,6 +43,7 @@ class MineConfig:
     split: str = option("train", "qrels split when --input_file is a BEIR folder.")
     batch_size: int = option(256, "Texts per forward pass.")
     max_length: int | None = option(None, "Override the model's max tokens per text.", aliases=("max_len",))
+    max_tokens: int | None = max_tokens_option()
     no_cache: bool = option(False, "Do not read or write the embedding cache ($EMBFORGE_CACHE).")
     shard_size: int = shard_size_option()
     store_dir: str | None = store_dir_option()

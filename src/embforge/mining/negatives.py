@@ -145,12 +145,14 @@ def mine_negatives(encoder: EncoderLike, records: Sequence[dict[str, Any]], pool
                    sampling: str = "random", use_gpu: bool = False, batch_size: int = 64,
                    use_cache: bool = True, *, shard_size: int = 16384, index: str | None = None,
                    nprobe: int | None = None, store_dir: str | Path | None = None,
-                   reranker: CrossEncoder | None = None) -> tuple[list[dict[str, Any]], MineStats]:
+                   reranker: CrossEncoder | None = None, max_tokens: int | None = None
+                   ) -> tuple[list[dict[str, Any]], MineStats]:
     """Return new records (all fields kept, ``neg`` replaced) and the statistics of the run.
 
     ``pool`` is a list or a re-iterable stream of texts (default: every pos and neg of the records).
     ``index`` is a FAISS factory string for approximate search; its recall against exact search on a
-    sample of queries is in the statistics. ``reranker`` judges the margin test (see the module's doc);
+    sample of queries is in the statistics. ``max_tokens`` batches the encoding by a padded-token budget
+    (the same vectors, the same store). ``reranker`` judges the margin test (see the module's doc);
     only the band's candidates and the positives are scored by it. Under ``torchrun`` every rank calls this with the same
     arguments: the ranks share the encoding and the search, and every rank returns the same records.
     """
@@ -166,21 +168,22 @@ def mine_negatives(encoder: EncoderLike, records: Sequence[dict[str, Any]], pool
     root = Path(store_dir) if store_dir else None
     if use_cache:
         return _mine(encoder, records, pool, lo, hi, negative_number, false_negative_margin, seed, sampling,
-                     use_gpu, batch_size, shard_size, index, nprobe, root, reranker)
+                     use_gpu, batch_size, shard_size, index, nprobe, root, reranker, max_tokens)
     with private_root(root) as private:  # the same code, on a store nobody else reads, removed afterwards
         return _mine(encoder, records, pool, lo, hi, negative_number, false_negative_margin, seed, sampling,
-                     use_gpu, batch_size, shard_size, index, nprobe, private, reranker)
+                     use_gpu, batch_size, shard_size, index, nprobe, private, reranker, max_tokens)
 
 
 def _mine(encoder: EncoderLike, records: Sequence[dict[str, Any]], pool: Iterable[str] | None, lo: int, hi: int,
           negative_number: int, false_negative_margin: float | None, seed: int | None, sampling: str,
           use_gpu: bool, batch_size: int, shard_size: int, index: str | None, nprobe: int | None,
-          root: Path | None, reranker: CrossEncoder | None) -> tuple[list[dict[str, Any]], MineStats]:
+          root: Path | None, reranker: CrossEncoder | None, max_tokens: int | None
+          ) -> tuple[list[dict[str, Any]], MineStats]:
     pool = unique_pool(pool if pool is not None else default_pool(records))
     fingerprint = model_fingerprint(encoder)
     queries = list(dict.fromkeys(r["query"] for r in records))
     store_args: dict[str, Any] = dict(batch_size=batch_size, shard_size=shard_size, fingerprint=fingerprint,
-                                      root=root)
+                                      root=root, max_tokens=max_tokens)
 
     t0 = time.perf_counter()
     pool_store, pool_run = encode_store(encoder, pool, is_query=False, show_progress=True, **store_args)

@@ -49,7 +49,7 @@ def check(cfg: MineConfig) -> None:
     if not cfg.input_file or not cfg.output_file:
         raise EmbforgeError("mine needs --input_file and --output_file")
     parse_range(cfg.range_for_sampling)
-    for flag in ("negative_number", "batch_size", "max_length", "shard_size", "nprobe"):
+    for flag in ("negative_number", "batch_size", "max_tokens", "max_length", "shard_size", "nprobe"):
         value = getattr(cfg, flag)
         if value is not None and value < 1:
             raise EmbforgeError(f"--{flag} must be at least 1, got {value}")
@@ -86,7 +86,8 @@ def mine(cfg: MineConfig) -> dict[str, Any]:
         encoder, records, pool, range_for_sampling=cfg.range_for_sampling, negative_number=cfg.negative_number,
         false_negative_margin=cfg.false_negative_margin, seed=cfg.seed, sampling=cfg.sampling,
         use_gpu=cfg.use_gpu_for_searching, batch_size=cfg.batch_size, use_cache=not cfg.no_cache,
-        shard_size=cfg.shard_size, index=cfg.index, nprobe=cfg.nprobe, store_dir=cfg.store_dir, reranker=reranker)
+        shard_size=cfg.shard_size, index=cfg.index, nprobe=cfg.nprobe, store_dir=cfg.store_dir, reranker=reranker,
+        max_tokens=cfg.max_tokens)
     result = {"records": stats.records, "pool_size": stats.pool_size, "margin_dropped": stats.margin_dropped,
               "padded_records": stats.padded_records, "cache_hits": stats.cache_hits, "index": stats.index,
               "recall": stats.recall, "encoded_shards": stats.encoded_shards, "reused_shards": stats.reused_shards,

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ..errors import EmbforgeError
 from ..paths import atomic_write_bytes
-from ..protocols import EncoderLike
+from ..protocols import EncoderLike, encode_texts
 from . import ranks
 from .fingerprint import TextsDigest, model_fingerprint, store_root, text_hashes
 from .layout import EmbeddingStore, Shard
@@ -70,8 +70,8 @@ def store_folder(root: Path, fingerprint: str, is_query: bool, dtype: str) -> Pa
 
 def encode_store(encoder: EncoderLike, texts: Iterable[str], *, is_query: bool = False, batch_size: int = 64,
                  shard_size: int = 16384, dtype: str = "float32", root: Path | None = None,
-                 fingerprint: str | None = None, show_progress: bool | None = None
-                 ) -> tuple[EmbeddingStore, StoreStats]:
+                 fingerprint: str | None = None, show_progress: bool | None = None,
+                 max_tokens: int | None = None) -> tuple[EmbeddingStore, StoreStats]:
     """The store of ``texts`` under ``encoder``, encoding only the shards not already on disk.
 
     ``texts`` must be re-iterable (a list, or a file reader such as ``embforge.data.texts.TextFile``).
@@ -87,6 +87,8 @@ def encode_store(encoder: EncoderLike, texts: Iterable[str], *, is_query: bool =
     for name, value in (("shard_size", shard_size), ("batch_size", batch_size)):
         if value < 1:
             raise EmbforgeError(f"{name} must be at least 1, got {value}")
+    if max_tokens is not None and max_tokens < 1:
+        raise EmbforgeError(f"max_tokens must be at least 1, got {max_tokens}")
     rank, world = ranks.join()
     key = _Key(fingerprint or model_fingerprint(encoder), "q" if is_query else "p", dtype)
     folder = store_folder(root if root is not None else store_root(), key.fingerprint, is_query, dtype)
@@ -103,7 +105,8 @@ def encode_store(encoder: EncoderLike, texts: Iterable[str], *, is_query: bool =
                 if _verified(folder, digest, rows, key):
                     done[1] += 1
                 else:
-                    vectors = encoder.encode(chunk, batch_size=batch_size, is_query=is_query, show_progress=False)
+                    vectors = encode_texts(encoder, chunk, batch_size=batch_size, is_query=is_query,
+                                           show_progress=False, max_tokens=max_tokens)
                     _write_shard(folder, digest, np.ascontiguousarray(vectors, dtype=dtype), text_hashes(chunk), key)
                     done[0] += 1
             bar.update(rows)

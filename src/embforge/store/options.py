@@ -12,6 +12,12 @@ def shard_size_option() -> Any:
                          "torchrun and redone after a crash.")
 
 
+def max_tokens_option() -> Any:
+    return option(None, "Padded tokens per forward pass: sorts the texts by length and fills each batch up to this "
+                        "budget (wide batches of short texts, narrow ones of long texts); the same vectors, and the "
+                        "same store. Default: off (--batch_size texts per pass).")
+
+
 def store_dir_option() -> Any:
     return option(None, "Where the embedding store lives (the cache a rerun or a killed run resumes from); default: "
                         "$EMBFORGE_CACHE or ~/.cache/embforge/embeddings. Under torchrun on several nodes it must "
