@@ -7,6 +7,7 @@ The YAML's mistakes in the new sections fail before anything runs, naming the li
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,3 +149,17 @@ def test_bad_reranker_sections_fail_with_their_line(tmp_path, text, message):
     path = write_yaml(tmp_path, text.format(data=DATA))
     with pytest.raises(EmbforgeError, match=message):
         load_pipeline(path)
+
+
+def test_sanity_test_scores_the_first_records_of_a_given_file(tmp_path):
+    from embforge.pipeline.slicing import SANITY_RECORDS, slice_input
+
+    data = tmp_path / "groups.jsonl"
+    data.write_text("".join(json.dumps({"query": f"q{i}", "pos": ["p"], "neg": ["n"]}) + "\n\n" for i in range(40)))
+    config = {"output_dir": str(tmp_path / "run"), "score": {"model": str(DATA), "input_file": str(data)}}
+    assert load_pipeline(config).steps[0].config["input_file"] == str(data)
+    pipe = load_pipeline(config, sanity_test=True)
+    cut = pipe.steps[0].config["input_file"]
+    assert pipe.sliced == {str(data): cut} and cut.startswith(str(tmp_path / "run" / "sanity_test"))
+    slice_input(data, cut)
+    assert [r["query"] for r in read_jsonl(Path(cut))] == [f"q{i}" for i in range(SANITY_RECORDS)]
