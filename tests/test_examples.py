@@ -38,3 +38,21 @@ def test_example_runs_in_sanity_mode(script, tmp_path):
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"{script.name} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     assert out.is_dir() and any(out.iterdir()), f"{script.name} wrote nothing under --output_dir"
+
+
+# The pipeline YAMLs are planned (every section validated, the steps wired) without running anything.
+PIPELINES = {
+    "scifact.yaml": ["mine", "eval-base", "train", "eval-trained", "merge", "eval-merged", "report"],
+    "rerank_distill_scifact.yaml": ["mine", "eval-base", "train_reranker", "score", "distill", "eval-distilled",
+                                    "eval-distilled+reranker", "report"],
+}
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_pipeline_yaml_plans_its_steps(name, tmp_path):
+    from embforge.pipeline import load_pipeline
+
+    for sanity_test in (False, True):
+        pipe = load_pipeline(EXAMPLES[0].parent / name, sanity_test=sanity_test, output_dir=tmp_path)
+        assert [s.name for s in pipe.steps] == PIPELINES[name]
+        assert not any(tmp_path.iterdir()), "planning writes nothing"

@@ -6,6 +6,7 @@ from ..pipeline import RunConfig as Config
 from ..pipeline import run
 
 HELP = ("Run a pipeline YAML: mine hard negatives, train, evaluate before and after, merge with the base, "
-        "evaluate again, report. Resumable: finished steps whose inputs are unchanged are skipped.")
+        "evaluate again; train a reranker, score, distil, evaluate with and without the reranker; report. "
+        "Resumable: finished steps whose inputs are unchanged are skipped.")
 
 __all__ = ["HELP", "Config", "run"]

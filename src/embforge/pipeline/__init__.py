@@ -1,8 +1,12 @@
-"""``embforge run``: one YAML drives mine -> train -> eval -> merge -> eval -> report.
+"""``embforge run``: one YAML drives mine -> train -> eval -> merge -> eval -> report, and the reranker loop.
 
-The steps run in this order::
+The steps run in this order (a section left out drops its steps)::
 
-    mine -> eval-base -> train -> eval-trained -> merge -> eval-merged -> report
+    mine -> eval-base -> train -> eval-trained -> merge -> eval-merged
+         -> train_reranker -> score -> distill -> eval-distilled -> eval-distilled+reranker -> report
+
+``train_reranker`` trains a cross-encoder on the mined file, ``score`` writes its scores into that file,
+``distill`` trains the base embedder on them (kd), and the last embedder is evaluated with the reranker too.
 
 One job per module, each depending only on those listed before it: ``steps`` (what a plan is made
 of), ``slicing`` (--sanity_test data), ``report`` (report.json and report.png), ``memory`` (a finished
@@ -21,11 +25,11 @@ from .config import RunConfig
 from .execute import MARKERS, execute, path_digest, step_hash
 from .plan import load_pipeline
 from .report import plot_report, write_report
-from .slicing import SANITY_DOCS, SANITY_QUERIES, slice_beir
+from .slicing import SANITY_DOCS, SANITY_QUERIES, slice_beir, slice_jsonl
 from .steps import Pipeline, Step
 
 __all__ = ["MARKERS", "SANITY_DOCS", "SANITY_QUERIES", "Pipeline", "RunConfig", "Step", "execute", "load_pipeline", "path_digest",
-           "plot_report", "run", "run_pipeline", "slice_beir", "step_hash", "write_report"]
+           "plot_report", "run", "run_pipeline", "slice_beir", "slice_jsonl", "step_hash", "write_report"]
 
 
 def run_pipeline(config_or_path: str | os.PathLike[str] | Mapping[str, Any], sanity_test: bool = False,

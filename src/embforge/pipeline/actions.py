@@ -45,20 +45,22 @@ def eval_action(run: Callable[[EvalConfig], dict[str, Any]], cfg: EvalConfig, ca
             if base and Path(base).is_file():
                 add_eval(card_model, "base model (before)", json.loads(Path(base).read_text()))
             add_eval(card_model, "this model", report)
-        return {"metrics": report.get("metrics", {})}
+        rerank = report.get("rerank")
+        return {"metrics": report.get("metrics", {})} | ({"reranked": rerank["metrics"]} if rerank else {})
     return evaluate
 
 
-def train_action(cfg: TrainConfig, pipe: Pipeline) -> Action:
-    """Train; an attempt interrupted with the same inputs resumes from this run's last checkpoint."""
+def train_action(cfg: TrainConfig, pipe: Pipeline, step: str = "train") -> Action:
+    """Train (the step named ``step``); an attempt interrupted with the same inputs resumes from this run's
+    last checkpoint."""
     def train_model() -> dict[str, Any]:
         from ..training.output import checkpoints
         from ..training.run import train
 
         run_cfg = cfg
         found = checkpoints(Path(cfg.output_dir)) if Path(cfg.output_dir).is_dir() else []
-        if found and cfg.resume_from_checkpoint is None and "train" in pipe.resumable:
-            print(f"resuming the interrupted train step from its last checkpoint ({found[-1].name})")
+        if found and cfg.resume_from_checkpoint is None and step in pipe.resumable:
+            print(f"resuming the interrupted {step} step from its last checkpoint ({found[-1].name})")
             run_cfg = copy.copy(cfg)  # the planned config stays as hashed into the step's marker
             run_cfg.resume_from_checkpoint = "last"
         report = train(run_cfg).report

@@ -21,7 +21,7 @@ from ..errors import EmbforgeError
 from ..paths import atomic_write_bytes
 from .memory import peak_rss_bytes, release_memory, rss_bytes
 from .report import print_summary
-from .slicing import slice_beir
+from .slicing import slice_input
 from .steps import Pipeline, Step
 
 MARKERS = ".embforge-steps"
@@ -85,7 +85,7 @@ def execute(pipe: Pipeline, force: bool = False) -> dict[str, Any]:
     marks = pipe.output_dir / MARKERS
     marks.mkdir(parents=True, exist_ok=True)
     for source, slice_dir in pipe.sliced.items():
-        slice_beir(source, slice_dir)
+        slice_input(source, slice_dir)
     tokens: dict[str, str] = {}
     digests: dict[str, str] = {}
     log: dict[str, Any] = {}

@@ -3,7 +3,8 @@
 Each section of the YAML is the config of one command (the same keys as its flags), checked in full
 before anything runs, so a typo on line 30 fails in a second and not after an hour of training. The
 plan wires the steps together: the mined file feeds training, the trained model feeds the merge and
-the evaluations.
+the evaluations; the trained reranker scores the mined file, the scores feed distillation, and the
+last embedder is evaluated alone and with the reranker over its results.
 """
 
 from __future__ import annotations
@@ -23,10 +24,16 @@ from .steps import Pipeline, Step
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..evaluation.config import EvalConfig
+    from ..training.config import TrainConfig
 
-SECTIONS = ("mine", "train", "eval", "merge", "report")
+SECTIONS = ("mine", "train", "eval", "merge", "train_reranker", "score", "distill", "report")
+STEP_SECTIONS = SECTIONS[:-1]
 TOP_KEYS = ("name", "model", "output_dir", *SECTIONS)
 REPORT_KEYS = ("title",)
+MODEL_KEYS = ("model_name_or_path", "model", "model_name")
+# Why a key the pipeline fills in may not be set in a section (the message of the error naming its line).
+RESERVED_HINTS = {"task": "train_reranker trains the reranker (task rerank), train and distill embedders",
+                  "output_file": "the pipeline writes it under output_dir"}
 
 KeyLines = Mapping[tuple[str, ...], int]
 # One section of the YAML: option -> value, as the YAML parser gave it (checked by the step's Config).
@@ -47,8 +54,8 @@ def load_pipeline(config: str | os.PathLike[str] | Mapping[str, Any], sanity_tes
             raise EmbforgeError(f"{_where(source, lines, key)}: unknown key {key!r}{did_you_mean(key, TOP_KEYS)} "
                                 f"(a pipeline has {', '.join(TOP_KEYS)})")
     sections = {name: _section(raw, name, source, lines) for name in SECTIONS}
-    if not any(sections[s] is not None for s in ("mine", "train", "eval", "merge")):
-        raise EmbforgeError(f"{source}: no steps: give at least one of mine, train, eval, merge")
+    if not any(sections[s] is not None for s in STEP_SECTIONS):
+        raise EmbforgeError(f"{source}: no steps: give at least one of {', '.join(STEP_SECTIONS)}")
 
     out = Path(output_dir or raw.get("output_dir") or "runs/pipeline")
     if sanity_test:
@@ -59,6 +66,10 @@ def load_pipeline(config: str | os.PathLike[str] | Mapping[str, Any], sanity_tes
     planner.eval(sections["eval"])
     trained = planner.train(sections["train"], mined)
     planner.merge(sections["merge"], trained)
+    reranker = planner.train_reranker(sections["train_reranker"], mined)
+    scored = planner.score(sections["score"], mined, reranker)
+    distilled = planner.distill(sections["distill"], scored)
+    planner.rerank_eval(reranker, distilled, trained)
     planner.report(sections["report"] or {})
     return pipe
 
@@ -89,9 +100,10 @@ class _Planner:
     def check_keys(self, cls: type, section: Mapping[str, Any], step: str, reserved: tuple[str, ...] = ()) -> None:
         known = alias_map(cls)
         for key in section:
-            if key in reserved:
+            if key in reserved or known.get(key) in reserved:  # any spelling of a field the pipeline fills
+                hint = RESERVED_HINTS.get(known.get(key, ""), "set the top-level model or output_dir instead")
                 raise EmbforgeError(f"{self.where(step, key)}: {key!r} in the {step} step is filled in by the "
-                                    "pipeline; set the top-level model or output_dir instead")
+                                    f"pipeline; {hint}")
             if key not in known:
                 hint = did_you_mean(key, [k for k in known if k not in reserved])
                 raise EmbforgeError(f"{self.where(step, key)}: unknown key {key!r} in the {step} step{hint}")
@@ -160,18 +172,21 @@ class _Planner:
         self.eval_config = cfg
         self.add_eval("base", self.base_path, [])
 
-    def add_eval(self, label: str, model: str, after: list[str]) -> None:
-        """An eval-LABEL step, when there is an eval section; ``after`` are the steps producing ``model``."""
+    def add_eval(self, label: str, model: str, after: list[str], rerank: str | None = None) -> None:
+        """An eval-LABEL step, when there is an eval section; ``after`` are the steps producing ``model``
+        (and ``rerank``, a reranker reordering each query's first results)."""
         from ..evaluation.run import evaluate
 
         if self.eval_config is None:
             return
         assert self.eval_config.data is not None  # eval() filled it with an existing path
         report = str(self.out / "eval" / f"{label}.json")
-        cfg = dataclasses.replace(self.eval_config, model_name_or_path=model, report=report)
+        cfg = dataclasses.replace(self.eval_config, model_name_or_path=model, report=report,
+                                  rerank=rerank or self.eval_config.rerank)
         self.pipe.reports[label] = report
-        card_model = None if label == "base" else model
-        inputs = {"data": self.eval_config.data} | ({"model": model} if not after else {})
+        # The card holds the model's own evaluation: not the base's, nor one a reranker reordered.
+        card_model = None if label == "base" or rerank else model
+        inputs = {"data": self.eval_config.data} | ({"model": model} if model == self.base_path else {})
         self.pipe.steps.append(Step(f"eval-{label}", settings_of(cfg), inputs, [report],
                                     eval_action(evaluate, cfg, card_model, self.pipe.reports), upstream=after))
 
@@ -234,6 +249,133 @@ class _Planner:
                                     upstream=["train"] if trained in merged_models else []))
         self.add_eval("merged", merged, ["merge"])
 
+    def train_reranker(self, section: Section | None, mined: str | None) -> str | None:
+        """The train_reranker step: a cross-encoder (task rerank) on the mined file; returns its folder."""
+        from ..training.rerank import validate_rerank
+
+        if section is None:
+            return None
+        cfg = self.train_like("train_reranker", section, "reranker", (mined, "mine"), {"task": "rerank"},
+                              reserved=("output_dir", "overwrite_output_dir", "task"))
+        try:
+            validate_rerank(cfg)
+        except EmbforgeError as exc:
+            raise EmbforgeError(f"{self.where('train_reranker')}: {exc}") from exc
+        self.pipe.models["reranker"] = folder = str(cfg.output_dir)
+        return folder
+
+    def score(self, section: Section | None, mined: str | None, reranker: str | None) -> str | None:
+        """The score step: teacher scores on the mined file (by default with the trained reranker)."""
+        from ..scoring import ScoreConfig, check, score
+
+        if section is None:
+            return None
+        self.check_keys(ScoreConfig, section, "score", reserved=("output_file",))
+        section, upstream, inputs = dict(section), [], {}
+        model_key = _given(ScoreConfig, section, "model_name_or_path")
+        if model_key is not None:
+            section[model_key] = inputs["model"] = self.model_input(section[model_key], "score", model_key)
+        elif reranker is not None:
+            section["model_name_or_path"], upstream = reranker, ["train_reranker"]
+        else:
+            raise EmbforgeError(f"{self.where('score')}: the score step has no teacher: add a train_reranker "
+                                "step or give score.model")
+        input_key = _given(ScoreConfig, section, "input_file")
+        if input_key is not None:
+            section[input_key] = inputs["data"] = self.jsonl_input(section[input_key], "score.input_file",
+                                                                   self.where("score", input_key))
+        elif mined is not None:
+            section["input_file"] = mined
+            upstream.append("mine")
+        else:
+            raise EmbforgeError(f"{self.where('score')}: the score step has no data: add a mine step or give "
+                                "score.input_file")
+        output_file = str(self.out / "score" / "train.jsonl")
+        cfg = from_dict(ScoreConfig, {**section, "output_file": output_file}, source=f"{self.source} [score]")
+        try:
+            check(cfg)
+        except EmbforgeError as exc:
+            raise EmbforgeError(f"{self.where('score')}: {exc}") from exc
+        self.pipe.steps.append(Step("score", settings_of(cfg), inputs, [output_file],
+                                    command_action(score, cfg), upstream=upstream))
+        return output_file
+
+    def distill(self, section: Section | None, scored: str | None) -> str | None:
+        """The distill step: the base model trained on the scored file, kd by default; and its evaluation."""
+        if section is None:
+            return None
+        from ..training.config import TrainConfig
+
+        # Unset, the step distils with kd (FlagEmbedding's knowledge distillation); a value given wins.
+        given = any(_given(TrainConfig, section, k) for k in ("teacher_scores", "knowledge_distillation"))
+        cfg = self.train_like("distill", section, "distill", (scored, "score"),
+                              {} if given else {"teacher_scores": "kd"},
+                              reserved=(*MODEL_KEYS, "output_dir", "overwrite_output_dir", "task"))
+        self.pipe.models["distilled"] = folder = str(cfg.output_dir)
+        self.add_eval("distilled", folder, ["distill"])
+        return folder
+
+    def train_like(self, step: str, section: Section, folder: str, data: tuple[str | None, str],
+                   fixed: Section, reserved: tuple[str, ...]) -> TrainConfig:
+        """A training step into OUT/FOLDER, from the base model unless the section names its own, on
+        ``train_data`` or else ``data`` (the file and the step writing it); ``fixed`` settings win."""
+        from ..training.config import TrainConfig
+
+        self.check_keys(TrainConfig, section, step, reserved=reserved)
+        section, upstream, inputs = dict(section), [], {}
+        wired: Section = {"output_dir": str(self.out / folder), "overwrite_output_dir": True, **fixed}
+        if self.sanity_test:
+            wired["sanity_test"] = True
+        model_key = _given(TrainConfig, section, "model_name_or_path")
+        if model_key is not None:
+            section[model_key] = inputs["model"] = self.model_input(section[model_key], step, model_key)
+        else:
+            wired["model_name_or_path"] = inputs["model"] = self.base_path
+        data_key = _given(TrainConfig, section, "train_data")
+        if data_key is not None:
+            section[data_key] = inputs["data"] = self.data_input(section[data_key], f"{step}.{data_key}",
+                                                                 self.where(step, data_key))
+        elif data[0] is not None:
+            wired["train_data"] = data[0]
+            upstream.append(data[1])
+        else:
+            raise EmbforgeError(f"{self.where(step)}: the {step} step has no data: add a {data[1]} step or "
+                                f"give {step}.train_data")
+        cfg = from_dict(TrainConfig, {**section, **wired}, source=f"{self.source} [{step}]")
+        settings = {k: v for k, v in {**section, **wired}.items()
+                    if k not in ("output_dir", "overwrite_output_dir")}
+        self.pipe.steps.append(Step(step, settings, inputs, [str(cfg.output_dir)],
+                                    train_action(cfg, self.pipe, step), upstream=upstream))
+        return cfg
+
+    def rerank_eval(self, reranker: str | None, distilled: str | None, trained: str | None) -> None:
+        """The last embedder (distilled, else trained, else base) evaluated with the trained reranker over its
+        first results: beside that embedder's own evaluation, the report shows what reranking adds."""
+        if reranker is None:
+            return
+        candidates: list[tuple[str, str | None, list[str]]] = [
+            ("distilled", distilled, ["distill"]), ("trained", trained, ["train"]),
+            ("base", self.base_path, [])]
+        label, model, after = next((label, m, steps) for label, m, steps in candidates if m is not None)
+        self.add_eval(f"{label}+reranker", model, [*after, "train_reranker"], rerank=reranker)
+
+    def model_input(self, value: Any, step: str, key: str) -> str:
+        """A model a section names itself: resolved (a folder relative to the YAML, or a known name)."""
+        from ..paths import resolve_model_path
+
+        try:
+            return str(resolve_model_path(self.rel(value)))
+        except EmbforgeError as exc:
+            raise EmbforgeError(f"{self.where(step, key)}: {exc}") from exc
+
+    def jsonl_input(self, value: Any, what: str, where: str) -> str:
+        """An existing query/pos/neg file; under --sanity_test its first records, cut under out."""
+        path = _must_exist(self.rel(value), what, where)
+        if self.sanity_test and Path(path).is_file():
+            sliced = self.pipe.sliced
+            return sliced.setdefault(path, str(self.out / "data" / f"{len(sliced)}_{Path(path).name}"))
+        return path
+
     def report(self, section: Section) -> None:
         """The report step, after every evaluation; only when there is something evaluated to report."""
         for key in section:
@@ -265,6 +407,12 @@ def _shared_length(mine: Section | None, evaluation: Section | None) -> Section 
         return mine
     length = next((v for key, v in evaluation.items() if eval_names.get(key) == "max_length"), None)
     return mine if length is None else {**mine, "max_length": length}
+
+
+def _given(cls: type, section: Section, name: str) -> str | None:
+    """The key under which ``section`` sets field ``name`` of ``cls`` (any alias), or None."""
+    names = alias_map(cls)
+    return next((key for key in section if names.get(key) == name), None)
 
 
 def _key_lines(path: Path) -> KeyLines:

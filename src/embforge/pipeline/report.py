@@ -18,18 +18,29 @@ def write_report(pipe: Pipeline, title: str, base_label: str) -> dict[str, Any]:
     # Read back from the eval steps' files: a skipped eval step left no result in this process.
     evals = {label: json.loads(Path(path).read_text()) for label, path in pipe.reports.items()}
     per_dim = {label: r.get("dims", {}) for label, r in evals.items()}
-    full = {label: r.get("metrics", {}) for label, r in evals.items()}
+    # An evaluation a reranker reordered counts by its final ranking; its first stage's metrics (the
+    # embedder alone) are kept beside them under "rerank", before and after.
+    reranked = {label: r["rerank"] for label, r in evals.items() if r.get("rerank")}
+    full = {label: reranked[label]["metrics"] if label in reranked else r.get("metrics", {})
+            for label, r in evals.items()}
     metrics = [m for m in next(iter(full.values()), {}) if isinstance(next(iter(full.values()))[m], float)]
     summary = {m: {label: full[label].get(m) for label in full} for m in metrics}
     report = {"title": title, "pipeline": pipe.source, "output_dir": str(pipe.output_dir),
               "models": dict(pipe.models), "base_model": base_label, "summary": summary, "dims": per_dim,
               "evals": {label: {k: r.get(k) for k in ("data", "split", "queries", "corpus_size", "timings")}
                         for label, r in evals.items()}}
+    if reranked:
+        report["rerank"] = {label: {"reranker": r.get("model"), "top_k": r.get("top_k"), "dim": r.get("dim"),
+                                    "before": evals[label].get("metrics", {}), "after": r["metrics"]}
+                            for label, r in reranked.items()}
     if "base" in full:
         report["gain"] = {label: {m: (full[label].get(m) or 0.0) - (full["base"].get(m) or 0.0) for m in metrics}
                           for label in full if label != "base"}
     atomic_write_bytes(pipe.output_dir / "report.json", json.dumps(report, indent=2).encode("utf-8"))
-    plot_report(pipe.output_dir / "report.png", summary, per_dim, title)
+    # Reranking reorders the largest dim's results only: one point at that dim in the per-dim panel.
+    plotted = {label: {str(reranked[label].get("dim")): full[label]} if label in reranked else dims
+               for label, dims in per_dim.items()}
+    plot_report(pipe.output_dir / "report.png", summary, plotted, title)
     return {"summary": {m: summary[m] for m in metrics if m in MAIN_METRICS}}
 
 
@@ -81,7 +92,9 @@ def print_summary(report: Mapping[str, Any], total: float) -> None:
     summary = report.get("summary") or {}
     if summary:
         labels = list(next(iter(summary.values())))
-        print("metric".ljust(14) + "".join(label.rjust(10) for label in labels))
+        widths = [max(10, len(label) + 2) for label in labels]
+        print("metric".ljust(14) + "".join(label.rjust(w) for label, w in zip(labels, widths)))
         for metric, row in summary.items():
-            print(metric.ljust(14) + "".join(f"{row.get(label, float('nan')):10.4f}" for label in labels))
+            cells = (f"{row.get(label, float('nan')):{w}.4f}" for label, w in zip(labels, widths))
+            print(metric.ljust(14) + "".join(cells))
     print(f"pipeline finished in {total:.0f} s")

@@ -10,6 +10,34 @@ from pathlib import Path
 # many other documents, so every step runs the real code in seconds.
 SANITY_QUERIES = 8
 SANITY_DOCS = 40
+# A JSONL input (the score step's own file) is cut to its first records: as many as a sanity train step reads.
+SANITY_RECORDS = 16
+
+
+def slice_input(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
+    """The sanity slice of an input: a BEIR folder's (:func:`slice_beir`) or a JSONL file's first records."""
+    if Path(src).is_dir():
+        return slice_beir(src, dst)
+    return slice_jsonl(src, dst)
+
+
+def slice_jsonl(src: str | os.PathLike[str], dst: str | os.PathLike[str],
+                n_records: int = SANITY_RECORDS) -> Path:
+    """The first ``n_records`` non-blank lines of a JSONL file (deterministic, so reruns hash the same)."""
+    from ..paths import atomic_write_bytes
+
+    src, dst = Path(src), Path(dst)
+    if dst.is_file():
+        return dst
+    lines: list[str] = []
+    with src.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                lines.append(line if line.endswith("\n") else line + "\n")
+                if len(lines) == n_records:
+                    break
+    atomic_write_bytes(dst, "".join(lines).encode("utf-8"))
+    return dst
 
 
 def slice_beir(src: str | os.PathLike[str], dst: str | os.PathLike[str], n_queries: int = SANITY_QUERIES,
