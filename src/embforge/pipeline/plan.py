@@ -192,31 +192,12 @@ class _Planner:
 
     def train(self, section: Section | None, mined: str | None) -> str | None:
         """The train step (and the trained model's evaluation); returns the model folder, or None."""
-        from ..training.config import TrainConfig
-
         if section is None:
             return None
-        self.check_keys(TrainConfig, section, "train",
-                        reserved=("model_name_or_path", "model", "model_name", "output_dir"))
-        trained = str(self.out / "train")
         # The pipeline owns its train folder: a rerun with changed settings replaces the earlier run there.
-        wired = {"model_name_or_path": self.base_path, "output_dir": trained, "overwrite_output_dir": True}
-        if self.sanity_test:
-            wired["sanity_test"] = True
-        if section.get("train_data") is None:
-            if mined is None:
-                raise EmbforgeError(f"{self.where('train')}: the train step has no data: add a mine step "
-                                    "or give train.train_data")
-            wired["train_data"] = mined
-        else:
-            section["train_data"] = self.data_input(section["train_data"], "train.train_data",
-                                                    self.where("train", "train_data"))
-        cfg = from_dict(TrainConfig, {**section, **wired}, source=f"{self.source} [train]")
+        trained = str(self.train_like("train", section, "train", (mined, "mine"), {},
+                                      reserved=(*MODEL_KEYS, "output_dir")).output_dir)
         self.pipe.models["trained"] = trained
-        settings = {k: v for k, v in {**section, **wired}.items() if k not in ("output_dir", "overwrite_output_dir")}
-        inputs = {"model": self.base_path} | ({} if mined else {"data": str(cfg.train_data)})
-        self.pipe.steps.append(Step("train", settings, inputs, [trained], train_action(cfg, self.pipe),
-                                    upstream=["mine"] if mined else []))
         self.add_eval("trained", trained, ["train"])
         return trained
 
