@@ -7,7 +7,8 @@ or a bi-encoder (any other model folder; score = the inner product of its vector
 model normalises, as mining's scores are). Bi-encoder vectors go through the embedding store, so a rerun
 encodes nothing and ``torchrun`` shares the shards out; cross-encoder pairs are split across the ranks
 (:func:`embforge.model.shared_predict.predict_shared`). Cross-encoder scores are not cached: a rerun
-scores again. Rank 0 writes the output, atomically.
+scores again (so ``--dtype`` needs no cache key there; a bi-encoder's vectors are keyed by its weights'
+dtype). Rank 0 writes the output, atomically.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 
 from .config import option
 from .errors import EmbforgeError
+from .model.precision import apply_precision, cross_dtype_option, load_dtype
 
 TEACHERS = ("cross", "bi")
 
@@ -52,6 +54,8 @@ class ScoreConfig:
     store_dir: str | None = option(None, "Bi-encoder: where the embedding store lives (default: the embedding "
                                          "cache). On several nodes it must be a folder every node sees.")
     no_cache: bool = option(False, "Bi-encoder: encode every text again, in a private store removed afterwards.")
+    dtype: str = cross_dtype_option("the teacher (cross- or bi-encoder; a bi-encoder's vectors are cached per "
+                                    "dtype)")
 
 
 def teacher_kind(name_or_path: str | None) -> str:
@@ -82,6 +86,7 @@ def check(cfg: ScoreConfig) -> None:
         value = getattr(cfg, flag)
         if value is not None and value < 1:
             raise EmbforgeError(f"--{flag} must be at least 1, got {value}")
+    load_dtype(cfg.dtype)  # float16 on CPU is refused before a model is loaded
     check_output_file(cfg.output_file)
 
 
@@ -131,7 +136,8 @@ def _cross_scores(cfg: ScoreConfig, pairs: Sequence[tuple[str, str]]) -> np.ndar
 
     world = ranks.join()[1]
     device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if world > 1 and torch.cuda.is_available() else None
-    teacher = CrossEncoder.from_pretrained(cfg.model_name_or_path, max_length=cfg.max_length, device=device)
+    teacher = CrossEncoder.from_pretrained(cfg.model_name_or_path, max_length=cfg.max_length, device=device,
+                                           dtype=load_dtype(cfg.dtype, device))
     return predict_shared(teacher, pairs, batch_size=cfg.batch_size, show_progress_bar=len(pairs) > 8 * cfg.batch_size)
 
 
@@ -144,7 +150,7 @@ def _bi_scores(cfg: ScoreConfig, records: Sequence[dict[str, Any]], pairs: Seque
     overrides: dict[str, Any] = {"query_instruction": cfg.query_instruction_for_retrieval}
     if cfg.max_length:
         overrides.update(query_max_len=cfg.max_length, passage_max_len=cfg.max_length)
-    encoder = Encoder.from_pretrained(cfg.model_name_or_path, **overrides)
+    encoder = apply_precision(Encoder.from_pretrained(cfg.model_name_or_path, **overrides), dtype=cfg.dtype)
     queries = list(dict.fromkeys(r["query"] for r in records))
     texts = list(dict.fromkeys(t for _, t in pairs))
     root = Path(cfg.store_dir).expanduser() if cfg.store_dir else None

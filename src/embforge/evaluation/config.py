@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import option
-from ..model.precision import dtype_option, quantize_option
+from ..model.precision import cross_dtype_option, dtype_option, quantize_option
 from ..store.options import (
     index_option,
     max_tokens_option,
@@ -45,6 +45,7 @@ class EvalConfig:
                                       "query's top --rerank_top_k and report the metrics before and after.",
                                 aliases=("reranker",))
     rerank_top_k: int = option(100, "First-stage results per query that --rerank reorders.")
+    rerank_dtype: str = cross_dtype_option()
     sparse_k: int | None = option(None, "Active latents per sparse code (default: the CSR model's k).")
     quantize: str | None = quantize_option()
     dtype: str | None = dtype_option()

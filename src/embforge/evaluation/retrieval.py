@@ -189,7 +189,7 @@ def evaluate_retrieval(encoder: EncoderLike, task: RetrievalTask, ks: Iterable[i
     }
     if reranker is not None:
         result["rerank"] = {"model": reranker.name_or_path, "top_k": rerank_top_k, "dim": list(per_dim)[-1],
-                            "metrics": reranked}
+                            "dtype": str(reranker.hf_model.dtype).removeprefix("torch."), "metrics": reranked}
         result["timings"]["rerank_s"] = t4 - t3
     if index:
         result["index"] = {"factory": index, "nprobe": nprobe, f"recall@{k}_vs_exact": recall[str(full)]}

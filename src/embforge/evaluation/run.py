@@ -70,6 +70,7 @@ class EvalData:
 def check(cfg: EvalConfig, has_records: bool = False) -> list[int]:
     """Everything that can be wrong with the options, before data or a model is loaded; the cut-offs."""
     from ..errors import EmbforgeError
+    from ..model.precision import load_dtype
     from ..paths import check_output_file
     from .metrics import check_ks
 
@@ -85,6 +86,8 @@ def check(cfg: EvalConfig, has_records: bool = False) -> list[int]:
         value = getattr(cfg, flag)
         if value is not None and value < 1:
             raise EmbforgeError(f"--{flag} must be at least 1, got {value}")
+    if cfg.rerank:
+        load_dtype(cfg.rerank_dtype, flag="--rerank_dtype")  # float16 on CPU: refused before any loading
     if cfg.report:
         check_output_file(cfg.report, "report file")  # not after the whole evaluation ran
     return ks
@@ -139,11 +142,13 @@ def load_reranker(cfg: EvalConfig, loaded: EvalData) -> CrossEncoder | None:
         return None
     from ..errors import EmbforgeError
     from ..model.cross_encoder import CrossEncoder
+    from ..model.precision import load_dtype
 
     if loaded.task is None:
         raise EmbforgeError(f"--rerank reranks retrieval results (a BEIR folder or a query/pos JSONL); {loaded.label} "
                             "is STS data (scored pairs), which has no candidates to rerank")
-    return CrossEncoder.from_pretrained(cfg.rerank)  # its own pair length: --max_length is the embedder's
+    # its own pair length and dtype: --max_length and --dtype are the embedder's
+    return CrossEncoder.from_pretrained(cfg.rerank, dtype=load_dtype(cfg.rerank_dtype, flag="--rerank_dtype"))
 
 
 def evaluate(cfg: EvalConfig, encoder: Encoder | None = None,

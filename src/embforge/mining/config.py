@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import option
-from ..model.precision import dtype_option, quantize_option
+from ..model.precision import cross_dtype_option, dtype_option, quantize_option
 from ..store.options import (
     index_option,
     max_tokens_option,
@@ -37,6 +37,7 @@ class MineConfig:
                                         "false-negative test instead of the embedder: a band candidate is dropped "
                                         "when the reranker scores it within --false_negative_margin (default 0) "
                                         "of the query's weakest positive.", aliases=("reranker_model",))
+    reranker_dtype: str = cross_dtype_option()
     seed: int = option(0, "Random seed for sampling.")
     sampling: str = option("random", "random: sample from the band (reference); top: keep its best-ranked.",
                            choices=("random", "top"))

@@ -43,6 +43,7 @@ def load_input(cfg: MineConfig) -> tuple[list[dict[str, Any]], Iterable[str] | N
 def check(cfg: MineConfig) -> None:
     """Everything that can be wrong with the flags, before a model is loaded and a pool encoded."""
     from ..errors import EmbforgeError
+    from ..model.precision import load_dtype
     from ..paths import check_output_file
     from .negatives import parse_range
 
@@ -55,6 +56,8 @@ def check(cfg: MineConfig) -> None:
             raise EmbforgeError(f"--{flag} must be at least 1, got {value}")
     if cfg.false_negative_margin is not None and cfg.false_negative_margin < 0:
         raise EmbforgeError(f"--false_negative_margin must be 0 or more, got {cfg.false_negative_margin}")
+    if cfg.reranker:
+        load_dtype(cfg.reranker_dtype, flag="--reranker_dtype")  # float16 on CPU: refused before any loading
     check_output_file(cfg.output_file)
 
 
@@ -80,8 +83,10 @@ def mine(cfg: MineConfig) -> dict[str, Any]:
     reranker = None
     if cfg.reranker:
         from ..model.cross_encoder import CrossEncoder
+        from ..model.precision import load_dtype
 
-        reranker = CrossEncoder.from_pretrained(cfg.reranker)
+        reranker = CrossEncoder.from_pretrained(cfg.reranker, dtype=load_dtype(cfg.reranker_dtype,
+                                                                               flag="--reranker_dtype"))
     mined, stats = mine_negatives(
         encoder, records, pool, range_for_sampling=cfg.range_for_sampling, negative_number=cfg.negative_number,
         false_negative_margin=cfg.false_negative_margin, seed=cfg.seed, sampling=cfg.sampling,
