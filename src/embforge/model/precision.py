@@ -31,17 +31,14 @@ def apply_precision(encoder: Encoder, quantize: str | None = None, dtype: str | 
     are not guarded); bfloat16 runs on CPU too. int8 is torch's dynamic quantisation, CPU only, on a
     float32 model.
     """
-    if dtype is not None and dtype not in DTYPES:
-        raise EmbforgeError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    target = load_dtype(dtype, encoder.device)  # checks the choice, and float16 on CPU
     if quantize is not None and quantize not in QUANTIZE:
         raise EmbforgeError(f"--quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
     on_cpu = encoder.device.type == "cpu"
-    if dtype not in (None, "float32"):
+    if target not in (None, torch.float32):
         if quantize:
             raise EmbforgeError(f"--quantize {quantize} works on a float32 model; drop --dtype {dtype}")
-        if dtype == "float16" and on_cpu:
-            raise EmbforgeError("--dtype float16 needs a GPU; on CPU use --dtype bfloat16 or --quantize int8")
-        encoder.to(getattr(torch, dtype))
+        encoder.to(target)
     if quantize == "int8":
         if not on_cpu:
             raise EmbforgeError("--quantize int8 runs on CPU only (torch dynamic quantisation); on a GPU use "
