@@ -78,3 +78,23 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("skipped tests fail the run")
         for line in _SKIPPED:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch):
+    """An embedding cache of the test's own, so that nothing another test encoded is reused."""
+    monkeypatch.setenv("EMBFORGE_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def reranker(tmp_path_factory, tiny_bert_nodrop) -> Path:
+    """A float32 cross-encoder folder on the tiny backbone, its head random (seeded): a fine teacher and
+    reranker for equality tests."""
+    import torch
+
+    from embforge.model.cross_encoder import CrossEncoder
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("ce") / "reranker"
+    CrossEncoder.from_pretrained(str(tiny_bert_nodrop), max_length=32, device="cpu").save(out)
+    return out

@@ -61,9 +61,7 @@ def without_timings(report: dict) -> dict:
     return {k: v for k, v in report.items() if k not in ("timings", "cache_hits")}
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EMBFORGE_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")  # conftest: a cache of its own
 
 
 @pytest.fixture(scope="module")

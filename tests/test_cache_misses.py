@@ -26,9 +26,7 @@ QUERIES = {"q1": "cat house", "q2": "protein gene", "q3": "red car"}
 QRELS = "q1\td1\t1\nq2\td3\t1\nq3\td4\t1\n"
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EMBFORGE_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")  # conftest: a cache of its own
 
 
 def write_beir(folder, docs=DOCS):

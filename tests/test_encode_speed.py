@@ -17,11 +17,6 @@ from embforge.store.fingerprint import model_fingerprint
 TEXTS = [" ".join(["the cat sat on a mat"] * (1 + i % 7)) + f" {i}" for i in range(37)]
 
 
-@pytest.fixture
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EMBFORGE_CACHE", str(tmp_path / "cache"))
-
-
 def test_token_budget_batches_by_padded_tokens():
     # sorted longest first: 10 tokens wide -> 3 rows in 32 tokens; then 8 wide -> 4 rows; then the rest
     lengths = [10, 9, 9, 8, 8, 3, 3, 2, 1]

@@ -33,9 +33,7 @@ def write_beir(folder: Path, qrels_rows: list[str], docs: dict = DOCS) -> Path:
 GOOD_QRELS = ["q1\td1\t1", "q2\td3\t2", "q2\td6\t1", "q3\td4\t1"]
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EMBFORGE_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")  # conftest: a cache of its own
 
 
 def one_line_error(capsys) -> str:

@@ -36,9 +36,7 @@ def encoder(tiny_bert):
     return Encoder.from_pretrained(str(tiny_bert), device="cpu")
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EMBFORGE_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")  # conftest: a cache of its own
 
 
 _POOL_EMB: dict[tuple, np.ndarray] = {}

@@ -30,10 +30,7 @@ from embforge.errors import EmbforgeError
 from embforge.paths import OUTPUT_MARKER
 from embforge.training import run as train_run
 
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EMBFORGE_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")  # conftest: a cache of its own
 
 
 def tree(folder):

@@ -22,9 +22,7 @@ STEPS = ["mine", "eval-base", "train_reranker", "score", "distill", "eval-distil
          "report"]
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EMBFORGE_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")  # conftest: a cache of its own
 
 
 def read_jsonl(path):

@@ -25,18 +25,7 @@ EVAL_RECORDS = [{"query": f"{WORDS[3 * i]} {WORDS[3 * i + 1]}", "pos": [f"{WORDS
                  "neg": [f"{WORDS[3 * i]} {WORDS[50 + i]}"]} for i in range(8)]
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EMBFORGE_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def reranker(tmp_path_factory, tiny_bert_nodrop) -> Path:
-    """A float32 cross-encoder folder on the tiny backbone, its head random (seeded)."""
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("ce") / "reranker"
-    CrossEncoder.from_pretrained(str(tiny_bert_nodrop), max_length=32, device="cpu").save(out)
-    return out
+pytestmark = pytest.mark.usefixtures("private_cache")  # conftest: a cache of its own
 
 
 @pytest.fixture

@@ -32,20 +32,7 @@ RECORDS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EMBFORGE_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def reranker(tmp_path_factory, tiny_bert_nodrop) -> Path:
-    """A cross-encoder folder on the tiny backbone (a random head is a fine teacher for equality tests)."""
-    import torch
-
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("ce") / "reranker"
-    CrossEncoder.from_pretrained(str(tiny_bert_nodrop), max_length=32, device="cpu").save(out)
-    return out
+pytestmark = pytest.mark.usefixtures("private_cache")  # conftest: a cache of its own
 
 
 def write_jsonl(path: Path, records) -> Path:

@@ -21,9 +21,7 @@ TEXTS = [f"{w} {v} the {u}" for w, v, u in zip(
     "search".split(), "house city water fire light dark game music cell gene".split())]  # 10 texts: shards 3+3+3+1
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EMBFORGE_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")  # conftest: a cache of its own
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,7 @@ SHORT = "cat"  # [CLS] cat [SEP]: 3 tokens
 TEXTS = [f"{LONG} {i}" if i % 4 == 0 else f"{SHORT} {['dog', 'bird', 'fish'][i % 3]} {i}" for i in range(16)]
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EMBFORGE_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")  # conftest: a cache of its own
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +75,6 @@ def test_a_store_written_with_one_budget_serves_any_other(enc, tmp_path, monkeyp
         assert again.root == store.root
         np.testing.assert_array_equal(again.to_array(), store.to_array())
     assert shapes == []
-
 
 
 class _OlderEncoder:
