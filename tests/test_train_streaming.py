@@ -22,6 +22,7 @@ from embforge.data.streaming import DuplicateFreeStream
 from embforge.errors import EmbforgeError
 from embforge.training import run as train_run
 from embforge.training.batches import GroupDataset, StreamingDataset
+from embforge.training.trainer import EmbeddingTrainer
 
 
 def repetitive(n, queries, positives, negatives):
@@ -190,3 +191,47 @@ def test_two_processes_stream_like_one_process_on_the_full_batch(tiny_bert_nodro
     assert max((one[k] - base[k]).abs().max().item() for k in one) > 1e-3
     for key in one:
         assert torch.allclose(one[key], two[key], atol=1e-5), (key, (one[key] - two[key]).abs().max())
+
+
+def test_save_strategy_epoch_saves_at_the_end_of_each_pass_and_resumes(tiny_bert_nodrop, tmp_path, monkeypatch):
+    """12 records, global batch 4, a buffer holding them all: each pass over the data is 3 steps, so the
+    data epochs end after steps 3 and 6, as a non-streaming run's epochs would."""
+    data = write_data(tmp_path / "stream.jsonl", n=12)
+    common = {"train_data": str(data), "streaming": True, "stream_buffer": 12, "max_steps": 6,
+              "save_strategy": "epoch", "per_device_train_batch_size": 4, "train_group_size": 2}
+    saves, save = [], EmbeddingTrainer._save_checkpoint
+    monkeypatch.setattr(EmbeddingTrainer, "_save_checkpoint",
+                        lambda self, *a: (saves.append(self.state.global_step), save(self, *a))[1])
+    straight = train_run.train(config(tiny_bert_nodrop, tmp_path / "a", **common))
+    assert saves == [3, 6]  # the last pass's end is the run's end: saved once
+    monkeypatch.setattr(EmbeddingTrainer, "_save_checkpoint", save)
+    run = tmp_path / "a" / "out"
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith("checkpoint-")) == [
+        "checkpoint-3", "checkpoint-6"]
+    assert not (run / ".staging").exists()
+    assert json.loads((run / "checkpoint-3" / "trainer_state.json").read_text())["global_step"] == 3
+
+    with crash_at_step(4):  # killed after the first pass's checkpoint
+        train_run.train(config(tiny_bert_nodrop, tmp_path / "b", **common))
+    resumed_dir = tmp_path / "b" / "out"
+    assert sorted(p.name for p in resumed_dir.iterdir() if p.name.startswith("checkpoint-")) == ["checkpoint-3"]
+    steps = steps_trained(monkeypatch)
+    resumed = train_run.train(config(tiny_bert_nodrop, tmp_path / "b", resume_from_checkpoint="last", **common))
+    assert steps == [3, 4, 5]
+    assert sorted(p.name for p in resumed_dir.iterdir() if p.name.startswith("checkpoint-")) == [
+        "checkpoint-3", "checkpoint-6"]
+    a, b, base = weights(straight.output_dir), weights(resumed.output_dir), weights(tiny_bert_nodrop)
+    assert max((a[k] - base[k]).abs().max().item() for k in a) > 1e-3
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+
+
+@pytest.mark.parametrize("records", [repetitive(120, 20, 13, 11), repetitive(10, 10, 10, 10)], ids=["clashing", "10"])
+def test_the_last_batch_before_each_new_pass_is_marked(records):
+    """A batch ends a pass when the next one is the first to hold a record of the following pass (batches of
+    3 over 10 records: the 4th batch opens pass 1 with the 10th record beside two of pass 1)."""
+    batches = [b for b, _ in zip(DuplicateFreeStream(lambda: iter(records), 3, 12, seed=2), range(150))]
+    newest = [max(d.epoch for d in b) for b in batches]
+    expected = [newest[i + 1] > newest[i] for i in range(len(batches) - 1)]
+    assert [all(d.ends_pass for d in b) or not any(d.ends_pass for d in b) for b in batches] == [True] * 150
+    assert [b[0].ends_pass for b in batches[:-1]] == expected and sum(expected) >= 3

@@ -5,7 +5,10 @@ reported at its file:line as in memory). Records wait in a pool of at most ``buf
 batch being formed included; each batch takes records from the pool in a seeded random order, skipping
 any that shares a text with a record already taken (a false in-batch negative otherwise): that record
 stays in the pool for a later batch. When the pool runs dry the next pass (epoch) begins, so batches are
-always full, which cross-device negatives need.
+always full, which cross-device negatives need. The last batch formed before a pass opens is marked
+(``Drawn.ends_pass``): the end of a data epoch, where ``--save_strategy epoch`` saves; a batch that opens a
+pass may still finish the previous pass's records, so the mark needs one batch of look-ahead (one batch
+more in memory, and an error forming a batch surfaces one step early).
 
 The batches are a pure function of (data, seed, buffer, batch size): nothing but the position in the
 stream decides them, so a resumed run re-reads the stream and skips the batches it already trained
@@ -18,7 +21,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -42,6 +45,7 @@ class Drawn:
     record: Record
     epoch: int
     index: int
+    ends_pass: bool = False  # its batch is the last one formed before the next pass began
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,14 @@ class DuplicateFreeStream:
         self.dropped = 0
 
     def __iter__(self) -> Iterator[list[Drawn]]:
+        formed = self._formed()
+        batch, _ = next(formed)
+        for following, opened in formed:  # one batch ahead: whether the next batch opens a pass
+            yield [replace(d, ends_pass=True) for d in batch] if opened else batch
+            batch = following
+
+    def _formed(self) -> Iterator[tuple[list[Drawn], bool]]:
+        """The batches, each with whether forming it opened a new pass."""
         rng = np.random.default_rng([self.seed, STREAM_KEY])
         size, buffer = self.size, self.buffer
         pool: list[tuple[Drawn, frozenset[str]]] = []
@@ -157,7 +169,7 @@ class DuplicateFreeStream:
                 else:
                     self._drop(len(pool), epoch)
                     pool.clear()
-            yield batch
+            yield batch, passes > 0
 
     def _next_pass_check(self, read: int, passes: int, epoch: int) -> None:
         if read == 0:

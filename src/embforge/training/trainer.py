@@ -7,6 +7,8 @@ What it changes, and why:
   processes with their gradient; scored-pair data gets pair batches (text1, text2, score);
 - what an embedding is: with ESE the shallower layers' pooled outputs travel beside the last one;
 - the step, under GradCache: chunked forward/backward with cached embedding gradients;
+- the epoch of a stream: the Trainer sees one endless epoch, so ``save_strategy=epoch`` saves where the
+  stream marks the end of a pass over the data;
 - saving: every checkpoint is a complete Encoder folder (AutoModel / SentenceTransformer load it),
   staged in a hidden folder and renamed into place, so a crash never leaves half a checkpoint.
 """
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SaveStrategy
 
 from ..data.sampling import NoDuplicateBatchSampler
 from ..errors import EmbforgeError
@@ -40,11 +42,13 @@ from .output import write_run_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..data.records import RetrievalRecord, ScoredPair
-    from ..data.streaming import StreamSource
+    from ..data.streaming import Drawn, StreamSource
     from ..model.encoder import Encoder
 
 #: A collated batch: the tokenised sides (query/passage or text1/text2), and the scores of scored pairs.
 Batch = dict[str, Any]
+#: A streamed batch's key: whether its global batch is the last of a pass over the data (``Drawn.ends_pass``).
+ENDS_PASS = "embforge_ends_pass"
 
 
 class _EpochCallback(TrainerCallback):
@@ -56,6 +60,46 @@ class _EpochCallback(TrainerCallback):
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         epoch = int(math.floor(state.epoch + 1e-6)) if state.epoch else 0
         self.trainer.set_epoch(epoch)
+
+
+class _PassEndCallback(TrainerCallback):
+    """``save_strategy=epoch`` on a stream: save after the step that trained the last batch of a pass over the
+    data (the Trainer's own epoch end comes only when the run stops, where it must not save twice)."""
+
+    def __init__(self, trainer: EmbeddingTrainer):
+        self.trainer = trainer
+        self.saved_step = -1
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.trainer.pass_ended and args.save_strategy == SaveStrategy.EPOCH:
+            control.should_save = True
+        self.trainer.pass_ended = False
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.saved_step = state.global_step
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.saved_step == state.global_step:
+            control.should_save = False
+
+
+class _PassMarkedStream(StreamingDataset):
+    """The stream's micro-batches with each item paired with its batch's end-of-pass mark."""
+
+    def item(self, drawn: Drawn) -> tuple[Any, bool]:
+        return super().item(drawn), drawn.ends_pass
+
+
+class _PassMarkCollator:
+    """Collates the items, adding the batch's end-of-pass mark (the same on every item and every rank)."""
+
+    def __init__(self, collator: PairCollator | GroupCollator):
+        self.collator = collator
+
+    def __call__(self, marked: list[tuple[Any, bool]]) -> Batch:
+        batch = self.collator([item for item, _ in marked])
+        batch[ENDS_PASS] = any(end for _, end in marked)
+        return batch
 
 
 class _ThroughputCallback(TrainerCallback):
@@ -176,8 +220,11 @@ class EmbeddingTrainer(Trainer):
             self.collator = GroupCollator(encoder, group_size)
         self.sampler: NoDuplicateBatchSampler | None = None
         self.streaming: StreamingDataset | None = None
+        self.pass_ended = False  # a streamed batch of the current step ended a pass over the data
         self._staging: str | None = None
         self.add_callback(_EpochCallback(self))
+        if stream is not None:
+            self.add_callback(_PassEndCallback(self))
         self.add_callback(_ThroughputCallback(self, self.args.per_device_train_batch_size * world()[1]
                                               * self.args.gradient_accumulation_steps))
 
@@ -224,10 +271,10 @@ class EmbeddingTrainer(Trainer):
         batch = self.args.per_device_train_batch_size
         batches = DuplicateFreeStream(self.stream.open, batch * size, self.stream_buffer, self.args.seed,
                                       label=self.stream.source)
-        self.streaming = StreamingDataset(batches, self.dataset, batch, rank)
+        self.streaming = _PassMarkedStream(batches, self.dataset, batch, rank)
         # Not through accelerate.prepare: for an IterableDataset it would have process 0 read the data and
         # send each process a share; here every process reads the stream and takes its own slice.
-        return DataLoader(self.streaming, batch_size=None, collate_fn=self.collator,
+        return DataLoader(self.streaming, batch_size=None, collate_fn=_PassMarkCollator(self.collator),
                           num_workers=self.args.dataloader_num_workers)
 
     # ------------------------------------------------------------------ loss and step
@@ -286,6 +333,7 @@ class EmbeddingTrainer(Trainer):
         return (loss, {"q": q, "p": p}) if return_outputs else loss
 
     def training_step(self, model: Any, inputs: Batch, num_items_in_batch: Any = None) -> torch.Tensor:
+        self.pass_ended |= bool(inputs.pop(ENDS_PASS, False))
         if not (self.gradcache_chunk or self.gradcache_tokens):
             return super().training_step(model, inputs, num_items_in_batch)
         model.train()
