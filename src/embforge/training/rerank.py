@@ -44,11 +44,8 @@ from .batches import PairDataset
 from .distributed import world
 from .output import (
     STAGING_DIR,
-    claim,
-    prepare_output_dir,
     publish_final,
     records_digest,
-    resolve_resume,
     run_settings,
     write_run_file,
 )
@@ -235,7 +232,7 @@ def train_reranker(cfg: TrainConfig, out: Path, given: Encoder | None = None) ->
     """Train and save the reranker in ``out`` (``cfg.output_dir``); the caller cleans up on failure."""
     from transformers import set_seed
 
-    from .run import TrainResult, is_main_process, training_source, write_report
+    from .run import TrainResult, claim_run, training_source, write_report
 
     if given is not None:
         raise EmbforgeError("--task rerank trains a cross-encoder from --model_name_or_path, not a given Encoder")
@@ -256,12 +253,7 @@ def train_reranker(cfg: TrainConfig, out: Path, given: Encoder | None = None) ->
     set_seed(cfg.seed)  # the new score head starts from the seed: same run, same weights, same fingerprint
     encoder = CrossEncoder.from_pretrained(cfg.model_name_or_path, max_length=cfg.passage_max_len, device="cpu")
     settings = run_settings(cfg, records_digest(records), parameters_digest(encoder.model))
-    if is_main_process():
-        resume_given = bool(cfg.resume_from_checkpoint) and str(cfg.resume_from_checkpoint).lower() not in ("false",
-                                                                                                          "none")
-        prepare_output_dir(out, settings, resuming=resume_given, overwrite=cfg.overwrite_output_dir)
-        claim(out, settings)
-    resume = resolve_resume(out, cfg.resume_from_checkpoint, settings)
+    resume = claim_run(out, cfg, settings)
     if cfg.apply_lora:
         apply_lora(encoder, cfg)
     trainer = RerankTrainer(encoder=encoder, loss=loss, group_size=group_size, run_settings=settings,

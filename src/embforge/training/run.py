@@ -255,6 +255,17 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def claim_run(out: Path, cfg: TrainConfig, settings: dict[str, Any]) -> str | None:
+    """Claim ``out`` for the run ``settings`` describe and return the checkpoint to resume from, if any.
+    One process checks, clears and claims the folder; the others only read it."""
+    if is_main_process():
+        resuming = bool(cfg.resume_from_checkpoint) and str(cfg.resume_from_checkpoint).lower() not in ("false",
+                                                                                                      "none")
+        prepare_output_dir(out, settings, resuming=resuming, overwrite=cfg.overwrite_output_dir)
+        claim(out, settings)
+    return resolve_resume(out, cfg.resume_from_checkpoint, settings)
+
+
 def train(cfg: TrainConfig, encoder: Encoder | None = None) -> TrainResult:
     """Train and save the final model in ``OUTPUT_DIR``; returns it with the run's report.
 
@@ -289,12 +300,7 @@ def _train(cfg: TrainConfig, out: Path, given: Encoder | None) -> TrainResult:
         digest = records_digest(records)
     encoder = build_encoder(cfg) if given is None else given
     settings = run_settings(cfg, digest, parameters_digest(encoder))
-    if is_main_process():  # one process checks, clears and claims the folder; the others only read it
-        resuming = bool(cfg.resume_from_checkpoint) and str(cfg.resume_from_checkpoint).lower() not in ("false",
-                                                                                                      "none")
-        prepare_output_dir(out, settings, resuming=resuming, overwrite=cfg.overwrite_output_dir)
-        claim(out, settings)
-    resume = resolve_resume(out, cfg.resume_from_checkpoint, settings)
+    resume = claim_run(out, cfg, settings)
     cfg = check_model_dims(cfg, encoder.embedding_dim)
     teacher = load_teacher(cfg, encoder)
     ese_layers = list(range(1, int(encoder.backbone.config.num_hidden_layers))) if cfg.apply_ese else []
